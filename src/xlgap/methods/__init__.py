@@ -1,0 +1,55 @@
+"""Methods: plain PyTorch components that change how a model is fine-tuned, and their registry."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from xlgap.methods.base import Compose, Method, ParamGroup, PrepareContext, TrainingStats
+from xlgap.methods.fsf import FineTuningFast, FineTuningSlow, FineTuningSlowFast
+from xlgap.methods.surgery import Freeze
+
+METHODS: dict[str, Callable[..., Method]] = {
+    "fsf": FineTuningSlowFast,
+    "fs": FineTuningSlow,
+    "ff": FineTuningFast,
+    "freeze": Freeze,
+}
+
+__all__ = [
+    "METHODS",
+    "Compose",
+    "FineTuningFast",
+    "FineTuningSlow",
+    "FineTuningSlowFast",
+    "Freeze",
+    "Method",
+    "ParamGroup",
+    "PrepareContext",
+    "TrainingStats",
+    "build_method",
+    "build_methods",
+]
+
+
+def build_method(spec: dict[str, Any], where: str = "methods") -> Method:
+    """Instantiate one method from `{name: ..., option: value}`; errors name `where` and the bad key."""
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if name not in METHODS:
+        raise ValueError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(METHODS)}")
+    factory = METHODS[name]
+    allowed = set(inspect.signature(factory).parameters)
+    for key in spec:
+        if key not in allowed:
+            raise ValueError(f"{where}.{key}: not an option of method '{name}'; expected one of {sorted(allowed)}")
+    try:
+        return factory(**spec)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where} ({name}): {err}") from None
+
+
+def build_methods(specs: list[dict[str, Any]]) -> Compose:
+    """Compose the methods of a config's `methods:` list, in order."""
+    return Compose(*(build_method(spec, f"methods.{i}") for i, spec in enumerate(specs)))

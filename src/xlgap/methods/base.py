@@ -1,0 +1,187 @@
+"""The Method protocol, Compose, and the statistics dynamic methods read.
+
+A method is plain PyTorch: it knows parameters, losses and the training statistics, nothing about
+CLIs, files or the Trainer. Any of these hooks may be implemented (the defaults do nothing):
+
+- `prepare(model, context)`: once before training (snapshot, perturb, freeze, ...).
+- `param_groups(model)`: named parameter sets with static lr scales (`{name: ParamGroup}`).
+- `lr_multipliers(step, stats)`: dynamic multipliers per group name for the update after `step`
+  completed updates, computed from `stats` (the loss of every completed update).
+- `penalty(model)`: an extra loss term, or None.
+- `probe_values(step, stats)`: extra numbers (phase flags, ...) to log with each probe.
+- `state_dict()` / `load_state_dict(state)`: whatever is needed to resume exactly.
+
+A parameter's learning rate at an update is `schedule(step) x (product of the static scales of the
+groups it belongs to) x (product of their dynamic multipliers)`; see `optimizer_groups`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class TrainingStats:
+    """What dynamic methods observe: the training loss of every completed optimizer update, in order."""
+
+    losses: list[float] = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The statistics as plain lists (saved in checkpoints)."""
+        return {"losses": list(self.losses)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore statistics saved by `state_dict`."""
+        self.losses = [float(x) for x in state["losses"]]
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """A named set of parameters (by name) with a static learning-rate scale."""
+
+    params: tuple[str, ...]
+    scale: float = 1.0
+
+
+@dataclass
+class PrepareContext:
+    """What `Method.prepare` may use besides the model."""
+
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    """Base class of all methods: every hook is optional and does nothing by default."""
+
+    name = "method"
+
+    def prepare(self, model: nn.Module, context: PrepareContext) -> None:
+        """Change the model once before training (default: nothing)."""
+
+    def param_groups(self, model: nn.Module) -> dict[str, ParamGroup]:
+        """Named parameter groups with static lr scales (default: none)."""
+        return {}
+
+    def lr_multipliers(self, step: int, stats: TrainingStats) -> dict[str, float]:
+        """Dynamic lr multiplier per group name for the next update (default: none)."""
+        return {}
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        """An extra loss term added to the task loss (default: None)."""
+        return None
+
+    def probe_values(self, step: int, stats: TrainingStats) -> dict[str, Any]:
+        """Extra values logged with each probe (default: none)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """State needed to resume exactly (default: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state returned by `state_dict`."""
+
+
+class Compose(Method):
+    """Several methods applied together: group scales and multipliers multiply, penalties add."""
+
+    name = "compose"
+
+    def __init__(self, *methods: Method):
+        self.methods = list(methods)
+
+    def prepare(self, model: nn.Module, context: PrepareContext) -> None:
+        for method in self.methods:
+            method.prepare(model, context)
+
+    def param_groups(self, model: nn.Module) -> dict[str, ParamGroup]:
+        groups: dict[str, ParamGroup] = {}
+        for method in self.methods:
+            for name, group in method.param_groups(model).items():
+                if name in groups:
+                    raise ValueError(f"two composed methods define the parameter group '{name}'")
+                groups[name] = group
+        return groups
+
+    def lr_multipliers(self, step: int, stats: TrainingStats) -> dict[str, float]:
+        merged: dict[str, float] = {}
+        for method in self.methods:
+            merged.update(method.lr_multipliers(step, stats))
+        return merged
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        terms = [t for t in (m.penalty(model) for m in self.methods) if t is not None]
+        return torch.stack(terms).sum() if terms else None
+
+    def probe_values(self, step: int, stats: TrainingStats) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for method in self.methods:
+            values.update(method.probe_values(step, stats))
+        return values
+
+    def state_dict(self) -> dict[str, Any]:
+        return {str(i): m.state_dict() for i, m in enumerate(self.methods)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for i, method in enumerate(self.methods):
+            method.load_state_dict(state.get(str(i), {}))
+
+
+@dataclass(frozen=True)
+class OptimizerGroupSpec:
+    """One optimizer param group: the method groups its parameters belong to and its weight decay."""
+
+    name: str
+    params: tuple[str, ...]
+    member_of: tuple[str, ...]
+    scale: float
+    weight_decay: float
+
+
+def optimizer_groups(
+    named_params: Iterable[tuple[str, nn.Parameter]],
+    groups: dict[str, ParamGroup],
+    decay_names: set[str],
+    weight_decay: float,
+) -> list[OptimizerGroupSpec]:
+    """Partition the trainable parameters into optimizer groups.
+
+    Parameters with the same membership in the method groups and the same weight-decay flag share an
+    optimizer group, in order of first appearance (deterministic, so optimizer states resume). Returns
+    one spec per group; its static scale is the product of its method groups' scales.
+    """
+    membership: dict[str, list[str]] = {}
+    for group_name, group in groups.items():
+        for param_name in group.params:
+            membership.setdefault(param_name, []).append(group_name)
+    specs: dict[tuple[tuple[str, ...], bool], list[str]] = {}
+    for name, param in named_params:
+        if not param.requires_grad:
+            continue
+        key = (tuple(membership.get(name, ())), name in decay_names)
+        specs.setdefault(key, []).append(name)
+    out = []
+    for (member_of, decay), params in specs.items():
+        label = "+".join(member_of) if member_of else "rest"
+        out.append(
+            OptimizerGroupSpec(
+                name=f"{label}/{'decay' if decay else 'no_decay'}",
+                params=tuple(params),
+                member_of=member_of,
+                scale=math.prod(groups[g].scale for g in member_of),
+                weight_decay=weight_decay if decay else 0.0,
+            )
+        )
+    return out
+
+
+def group_multiplier(member_of: tuple[str, ...], multipliers: dict[str, float]) -> float:
+    """The dynamic multiplier of an optimizer group: the product over the method groups it belongs to."""
+    return math.prod(multipliers.get(g, 1.0) for g in member_of)

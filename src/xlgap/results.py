@@ -1,0 +1,140 @@
+"""Run folders: reading them back, and the summary of a run over its seeds.
+
+Layout: `<run>/config.yaml`, `<run>/seed-<s>/metrics.jsonl` (probes), `<run>/seed-<s>/results.json`
+(final per-language scores), `<run>/summary.json` and `<run>/summary.md` (mean ± std over seeds).
+Aggregates (source, target average, average, gap) are computed per seed first, then averaged, so
+their std is the spread over seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean, stdev
+from typing import Any
+
+import yaml
+
+from xlgap.train.probes import read_records
+from xlgap.utils.files import read_json, write_json_atomic, write_text_atomic
+
+AGGREGATES = ("source", "target_avg", "avg", "gap")
+
+
+def mean_std(values: list[float]) -> dict[str, Any]:
+    """`{"mean", "std", "n"}` of values; std is the sample std (None for a single value)."""
+    return {"mean": fmean(values), "std": stdev(values) if len(values) > 1 else None, "n": len(values)}
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± std over seeds of every language's dev and test score and of the aggregates."""
+    if not results:
+        raise ValueError("no finished seed to summarize")
+    first = results[0]
+    summary: dict[str, Any] = {
+        "name": first["name"],
+        "task": first["task"],
+        "metric": first["metric"],
+        "model": first["model"],
+        "methods": first["methods"],
+        "selection": first["selection"],
+        "sources": first["sources"],
+        "targets": first["targets"],
+        "seeds": [r["seed"] for r in results],
+        "best_steps": [r["best_step"] for r in results],
+    }
+    for split in ("dev", "test"):
+        if not all(r.get(split) for r in results):
+            continue
+        languages = list(first[split]["scores"])
+        summary[split] = {
+            "scores": {lang: mean_std([r[split]["scores"][lang] for r in results]) for lang in languages},
+            **{
+                key: mean_std([r[split][key] for r in results])
+                for key in AGGREGATES
+                if all(r[split].get(key) is not None for r in results)
+            },
+        }
+    return summary
+
+
+def format_mean_std(cell: dict[str, Any] | None, digits: int = 1) -> str:
+    """`mean ± std` (or just the mean for one seed; `-` when missing)."""
+    if not cell:
+        return "-"
+    if cell["std"] is None:
+        return f"{cell['mean']:.{digits}f}"
+    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The summary as a Markdown document: one table per split, languages as columns."""
+    lines = [
+        f"# {summary['name']}",
+        "",
+        f"- task: {summary['task']} ({summary['metric']}, %), model: {summary['model']}",
+        f"- methods: {summary['methods'] or 'plain fine-tuning'}; model selection: {summary['selection']}",
+        f"- sources: {', '.join(summary['sources'])}; seeds: {summary['seeds']} (best steps {summary['best_steps']})",
+        "- cells are mean ± sample std over seeds; target avg excludes the sources; gap = source - target avg",
+        "",
+    ]
+    for split in ("test", "dev"):
+        if split not in summary:
+            continue
+        block = summary[split]
+        langs = list(block["scores"])
+        header = [*langs, "target avg", "gap"]
+        lines += [f"## {split}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        cells = [format_mean_std(block["scores"][lang]) for lang in langs]
+        cells += [format_mean_std(block.get("target_avg")), format_mean_std(block.get("gap"))]
+        lines += ["| " + " | ".join(cells) + " |", ""]
+    return "\n".join(lines)
+
+
+@dataclass
+class Run:
+    """A run folder read back: its config, per-seed results and probe records, and its summary."""
+
+    path: Path
+    config: dict[str, Any]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    records: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The experiment name (the folder name when the config has none)."""
+        return self.config.get("name") or self.path.name
+
+    def summary(self) -> dict[str, Any]:
+        """The summary over the finished seeds."""
+        return summarize(self.results)
+
+
+def seed_dirs(run_dir: Path) -> list[Path]:
+    """The `seed-<s>` folders of a run, by seed."""
+    return sorted(
+        (p for p in Path(run_dir).glob("seed-*") if p.name[5:].lstrip("-").isdigit()), key=lambda p: int(p.name[5:])
+    )
+
+
+def load_run(run_dir: Path) -> Run:
+    """Read a run folder; errors say what is missing."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not an xlgap run folder (no config.yaml)")
+    run = Run(run_dir, yaml.safe_load(config_path.read_text(encoding="utf-8")) or {})
+    for folder in seed_dirs(run_dir):
+        seed = int(folder.name[5:])
+        run.records[seed] = read_records(folder / "metrics.jsonl")
+        if (folder / "results.json").exists():
+            run.results.append(read_json(folder / "results.json"))
+    return run
+
+
+def write_summary(run_dir: Path, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write `summary.json` and `summary.md` for the finished seeds; returns the summary."""
+    summary = summarize(results)
+    write_json_atomic(Path(run_dir) / "summary.json", summary)
+    write_text_atomic(Path(run_dir) / "summary.md", summary_markdown(summary))
+    return summary

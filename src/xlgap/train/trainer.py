@@ -1,0 +1,237 @@
+"""XlgapTrainer: transformers.Trainer with named lr groups, dynamic multipliers, penalties and probes.
+
+It keeps the Trainer's conventions (TrainingArguments, checkpoints, `resume_from_checkpoint`,
+`accelerate launch`) and changes four things:
+
+- the optimizer has one param group per combination of method groups (`optimizer_groups`), whose lr
+  is `schedule(step) x static scale x the methods' dynamic multipliers` (`with_multipliers`);
+- `compute_loss` adds the methods' penalties, records the task loss of every update (the statistics
+  dynamic methods read, averaged over processes so every rank takes the same decision), and stops
+  on a non-finite loss before that update is applied;
+- checkpoints also hold those statistics and the methods' state (`xlgap_state.json`), so a resumed
+  run takes the same decisions as an uninterrupted one;
+- with a `ProbeLog`, each periodic evaluation over a dict of per-language dev sets becomes a
+  `metrics.jsonl` record, and adds `eval_select` (the selection score) for `metric_for_best_model`.
+
+Use it in your own script like the Trainer: `XlgapTrainer(model, args, ..., method=FineTuningSlowFast())`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy
+
+from xlgap.methods.base import (
+    Compose,
+    Method,
+    OptimizerGroupSpec,
+    PrepareContext,
+    TrainingStats,
+    group_multiplier,
+    optimizer_groups,
+)
+from xlgap.train.probes import ProbeLog
+from xlgap.train.schedule import with_multipliers
+from xlgap.utils.files import read_json, write_json_atomic
+
+STATE_FILE = "xlgap_state.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; no update was applied with it."""
+
+
+class XlgapTrainer(Trainer):
+    """A transformers.Trainer that applies an xlgap Method (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: Any = None,
+        *trainer_args: Any,
+        method: Method | None = None,
+        probe: ProbeLog | None = None,
+        **trainer_kwargs: Any,
+    ):
+        if model is None:
+            raise ValueError("XlgapTrainer needs `model` (methods prepare it before training); model_init is not supported")
+        self.method = method if method is not None else Compose()
+        self.probe = probe
+        self.stats = TrainingStats()
+        self.group_specs: list[OptimizerGroupSpec] = []
+        self._update_loss: torch.Tensor | None = None
+        seed = getattr(args, "seed", 42)
+        self.method.prepare(model, PrepareContext(seed=seed))
+        super().__init__(model, args, *trainer_args, **trainer_kwargs)
+        self.add_callback(_UpdateBoundary(self))
+
+    # ---- optimizer and schedule ----
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """AdamW (or `args.optim`) over named groups: one per combination of method groups and decay."""
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        named = dict(opt_model.named_parameters())
+        self.group_specs = optimizer_groups(
+            named.items(),
+            self.method.param_groups(opt_model),
+            set(self.get_decay_parameter_names(opt_model)),
+            self.args.weight_decay,
+        )
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        lr = optimizer_kwargs.pop("lr", self.args.learning_rate)
+        groups = [
+            {
+                "params": [named[n] for n in spec.params],
+                "weight_decay": spec.weight_decay,
+                "lr": lr * spec.scale,
+                "name": spec.name,
+            }
+            for spec in self.group_specs
+        ]
+        self.optimizer = optimizer_cls(groups, lr=lr, **optimizer_kwargs)
+        return self.optimizer
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        """The Trainer's schedule (`lr_scheduler_type`, warm-up) times each group's dynamic multiplier."""
+        if self.lr_scheduler is not None:
+            return self.lr_scheduler
+        optimizer = optimizer if optimizer is not None else self.optimizer
+        if len(self.group_specs) != len(optimizer.param_groups):
+            raise ValueError("XlgapTrainer builds its own optimizer groups; do not pass `optimizers=` to it")
+        base = super().create_scheduler(num_training_steps, optimizer)
+        self.lr_scheduler = with_multipliers(optimizer, base, self.multipliers_at)
+        return self.lr_scheduler
+
+    def multipliers_at(self, step: int) -> list[float]:
+        """The dynamic multiplier of every optimizer group for the update after `step` completed ones."""
+        wanted = self.method.lr_multipliers(step, self.stats)
+        known = {g for spec in self.group_specs for g in spec.member_of}
+        unknown = sorted(set(wanted) - known)
+        if unknown:
+            raise ValueError(f"methods asked for multipliers of groups without parameters: {unknown}")
+        return [group_multiplier(spec.member_of, wanted) for spec in self.group_specs]
+
+    # ---- loss ----
+
+    def _loss_is_scaled(self, num_items_in_batch: Any) -> bool:
+        """Whether the loss is already normalised over the whole accumulated batch (Trainer's rule)."""
+        if self.loss_is_scaled_for_ga is not None:
+            return self.loss_is_scaled_for_ga
+        return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        """Task loss plus the methods' penalty; records the task loss and stops on NaN/inf."""
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training:
+            if not torch.isfinite(loss).all():
+                raise NonFiniteLossError(
+                    f"the training loss is {loss.item()} at update {self.state.global_step + 1} "
+                    f"(epoch {self.state.epoch or 0:.2f}); the update was not applied and the last checkpoint "
+                    "is intact. Lower the learning rate, check the data, or use fp32."
+                )
+            # Per-micro-batch shares that sum to the update's mean loss, however the Trainer scales it.
+            scaled = self._loss_is_scaled(num_items_in_batch)
+            share = loss.detach() if scaled else loss.detach() / self.current_gradient_accumulation_steps
+            self._update_loss = share if self._update_loss is None else self._update_loss + share
+            penalty = self.method.penalty(self.accelerator.unwrap_model(model))
+            if penalty is not None:
+                # Count the penalty once per update: the Trainer divides unscaled losses by the
+                # accumulation steps itself.
+                loss = loss + (penalty / self.current_gradient_accumulation_steps if scaled else penalty)
+        return (loss, outputs) if return_outputs else loss
+
+    def end_update(self) -> None:
+        """Append the finished update's loss (mean over processes) to the statistics."""
+        if self._update_loss is None:
+            return
+        loss = self.accelerator.reduce(self._update_loss.reshape(1), reduction="mean")
+        self.stats.losses.append(float(loss.item()))
+        self._update_loss = None
+
+    # ---- probes ----
+
+    def evaluate(
+        self,
+        eval_dataset: Any = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        """Trainer.evaluate; the periodic evaluation of the dev sets also writes a probe record."""
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if eval_dataset is None and self.probe is not None and metric_key_prefix == "eval":
+            record = self.probe.build(self.state.global_step, self.state.epoch, metrics, self.stats, self.method)
+            if self.is_world_process_zero():
+                self.probe.append(record)
+            metrics["eval_select"] = record["select"]
+        return metrics
+
+    # ---- checkpoints ----
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """Save the statistics and method state first, then the Trainer's checkpoint."""
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(
+                folder / STATE_FILE, {"stats": self.stats.state_dict(), "method": self.method.state_dict()}
+            )
+        super()._save_checkpoint(model, trial)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = Path(checkpoint) / STATE_FILE
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{checkpoint} has no {STATE_FILE}: it was not written by XlgapTrainer or is incomplete; "
+                "resume from another checkpoint"
+            )
+        state = read_json(path)
+        self.stats.load_state_dict(state["stats"])
+        self.method.load_state_dict(state["method"])
+
+
+class _UpdateBoundary(TrainerCallback):
+    """Records each update's loss before the scheduler sets the next lr; probes the last update too."""
+
+    def __init__(self, trainer: XlgapTrainer):
+        self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.end_update()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps and args.eval_strategy == IntervalStrategy.STEPS:
+            control.should_evaluate = True
+            control.should_save = args.save_strategy == IntervalStrategy.STEPS or control.should_save
+        return control
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint in `folder` (one with trainer and xlgap state), or None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    complete = [
+        p
+        for p in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists() and (p / STATE_FILE).exists()
+    ]
+    return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
+

@@ -1,0 +1,58 @@
+"""Config loading: extends, dotted overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from xlgap.config import ConfigError, config_from_dict, load_config
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_extends_and_overrides(tmp_path):
+    write(tmp_path / "base.yaml", "name: base\ndata:\n  task: udpos\n  max_length: 64\ntrain:\n  learning_rate: 2.0e-5\n")
+    cfg_path = write(tmp_path / "fsf.yaml", "extends: base.yaml\nname: fsf\nmethods:\n  - name: fsf\n    c1: 0.01\n")
+    cfg = load_config(cfg_path, ["train.learning_rate=3e-5", "methods.0.c1=0.1", "seeds=[1,2]"])
+    assert cfg.name == "fsf"
+    assert cfg.data.max_length == 64
+    assert cfg.train.learning_rate == 3e-5
+    assert cfg.methods == [{"name": "fsf", "c1": 0.1}]
+    assert cfg.seeds == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"train": {"lr": 1e-5}}, "unknown key 'train.lr'; expected one of: learning_rate"),
+        ({"train": {"batch_size": "32"}}, "train.batch_size: expected an integer, got '32'"),
+        ({"eval": {"selection": "best"}}, "eval.selection: expected one of avg_dev, source_dev, last"),
+        ({"seeds": [1, 1]}, "seeds: repeated seed"),
+        ({"data": {"train_split": "dev"}}, "training on the dev split leaves no held-out dev score"),
+        ({"methods": ["fsf"]}, "methods.0: expected a mapping"),
+        ({"data": {"source_languages": "en"}}, "data.source_languages: expected a list"),
+    ],
+)
+def test_errors_name_the_key(raw, message):
+    with pytest.raises(ConfigError, match="my.yaml: ") as err:
+        config_from_dict(raw, "my.yaml")
+    assert message in str(err.value)
+
+
+def test_missing_file_and_bad_override(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    path = write(tmp_path / "c.yaml", "name: x\n")
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(path, ["train.learning_rate"])
+    with pytest.raises(ConfigError, match="not an index"):
+        load_config(path, ["methods.0.c1=0.1"])
+
+
+def test_extends_cycle(tmp_path):
+    write(tmp_path / "a.yaml", "extends: b.yaml\n")
+    write(tmp_path / "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")

@@ -1,0 +1,55 @@
+"""Tiny random models, tokenizers and datasets for fast logic tests (no downloads)."""
+
+from __future__ import annotations
+
+import torch
+from datasets import Dataset
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import BertConfig, BertForTokenClassification, PreTrainedTokenizerFast
+
+SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
+WORDS = [f"w{i}" for i in range(40)]
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over w0..w39 with XLM-R style specials (<s>=0, <pad>=1, </s>=2, <unk>=3)."""
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def tiny_bert(num_labels: int = 3, layers: int = 4, seed: int = 0) -> BertForTokenClassification:
+    """A 4-layer, 16-wide random BERT token classifier over the tiny vocabulary."""
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(SPECIALS) + len(WORDS),
+        hidden_size=16,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        pad_token_id=1,
+        num_labels=num_labels,
+    )
+    return BertForTokenClassification(config)
+
+
+def token_dataset(n: int = 64, seed: int = 0, num_labels: int = 3) -> Dataset:
+    """Learnable token classification data: the label of word wi is i mod num_labels."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = {"input_ids": [], "attention_mask": [], "labels": [], "length": []}
+    for _ in range(n):
+        length = int(torch.randint(3, 12, (1,), generator=generator))
+        words = torch.randint(0, len(WORDS), (length,), generator=generator).tolist()
+        ids = [0] + [len(SPECIALS) + w for w in words] + [2]
+        rows["input_ids"].append(ids)
+        rows["attention_mask"].append([1] * len(ids))
+        rows["labels"].append([-100] + [w % num_labels for w in words] + [-100])
+        rows["length"].append(len(ids))
+    return Dataset.from_dict(rows)
