@@ -24,7 +24,7 @@ from transformers import PrinterCallback, ProgressCallback, TrainingArguments, s
 import xlgap
 from xlgap.config import ExperimentConfig, dump_config
 from xlgap.data.encode import collator_for, encode_split
-from xlgap.data.sampling import subsample
+from xlgap.data.sampling import subsample_split
 from xlgap.data.sources import SplitData, available_languages, load_split
 from xlgap.data.tasks import TaskSpec, get_task
 from xlgap.languages import check_language
@@ -71,14 +71,14 @@ def target_languages(cfg: ExperimentConfig, task: TaskSpec) -> list[str]:
 
 
 def _load(cfg: ExperimentConfig, task: TaskSpec, language: str, split: str) -> SplitData:
-    data_dir = cfg.data_dir()
+    data_dir = None if cfg.data.hub else cfg.data_dir()
     return load_split(
         task,
         language,
         split,
         data_dir=Path(data_dir) if data_dir else None,
         files={k: Path(v) for k, v in cfg.data.files.items()},
-        hub=cfg.data.hub or not data_dir,
+        hub=not data_dir,
     )
 
 
@@ -90,18 +90,12 @@ def prepare_data(cfg: ExperimentConfig, task: TaskSpec, tokenizer: Any, console:
 
     def encoded(language: str, split: str, limit: int | None, tag: str = "") -> Dataset:
         data = _load(cfg, task, language, split)
-        total = len(data.examples)
-        if limit is not None and limit < total:
-            data.examples = subsample(data.examples, limit, cfg.data.sample_seed)
+        if limit is not None and limit < len(data):
+            data = subsample_split(data, limit, cfg.data.sample_seed)
         result = encode_split(data, task, tokenizer, cfg.data.max_length)
-        provenance[f"{tag or split}.{language}"] = {
-            "origin": data.origin,
-            "examples_in_file": total,
-            "examples_used": len(data.examples),
-            **result.stats,
-        }
+        provenance[f"{tag or split}.{language}"] = {"origin": data.origin.to_dict(), **result.stats.as_dict()}
         if console is not None:
-            console.log(f"{tag or split}.{language}: {len(data.examples)}/{total} examples from {data.origin}")
+            console.log(f"{tag or split}.{language}: {len(data)} examples from {data.origin}")
         return result.dataset
 
     train_parts = [encoded(s, cfg.data.train_split, cfg.data.max_train_examples, "train") for s in sources]
@@ -160,6 +154,7 @@ def training_arguments(cfg: ExperimentConfig, seed: int, output_dir: Path) -> Tr
         seed=seed,
         data_seed=seed,
         dataloader_num_workers=t.dataloader_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=True,
     )
 
@@ -209,6 +204,7 @@ def train_seed(
         trainer.add_callback(progress.callback(f"seed {seed}"))
 
     started = time.perf_counter()
+    first_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - started
     best_step = trainer.state.global_step if cfg.eval.selection == "last" else trainer.state.best_global_step
@@ -226,7 +222,8 @@ def train_seed(
         "best_step": best_step,
         "steps": trainer.state.global_step,
         "train_loss": output.training_loss,
-        "train_seconds_this_session": train_seconds,
+        "train_seconds": train_seconds,
+        "train_steps_timed": trainer.state.global_step - first_step,
         "data": data.provenance,
         "versions": {"xlgap": xlgap.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
         "device": str(trainer.args.device),

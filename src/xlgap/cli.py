@@ -1,0 +1,144 @@
+"""The `xlgap` command: run experiments, report on runs, inspect models, and a ten-minute demo."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Cross-lingual fine-tuning with every language measured separately, and the gap made visible.",
+)
+console = Console()
+
+
+def _quiet_libraries() -> None:
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="Experiment YAML (see configs/)."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides, e.g. train.learning_rate=3e-5 seeds=[1,2]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the same folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run folder of that name first."),
+) -> None:
+    """Fine-tune on the source languages and evaluate every language, for every seed of CONFIG."""
+    from xlgap.config import ConfigError, load_config
+    from xlgap.results import load_run
+    from xlgap.train.progress import RunProgress
+    from xlgap.train.run import RunFolderError, run_experiment
+    from xlgap.train.trainer import NonFiniteLossError
+
+    _quiet_libraries()
+    try:
+        cfg = load_config(config, overrides or [])
+    except ConfigError as err:
+        _fail(str(err))
+    console.print(f"run [bold]{cfg.name}[/] -> {cfg.run_dir}  (model {cfg.model.name}, task {cfg.data.task})")
+    try:
+        with RunProgress(console) as progress:
+            run_experiment(cfg, resume=resume, overwrite=overwrite, progress=progress)
+    except (RunFolderError, ConfigError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    except NonFiniteLossError as err:
+        _fail(f"{err}\nresume from the last checkpoint with: xlgap run {config} --resume")
+    except KeyboardInterrupt:
+        console.print(f"\ninterrupted; continue with: xlgap run {config} {' '.join(overrides or [])} --resume")
+        raise typer.Exit(code=130) from None
+    _print_tables([load_run(cfg.run_dir)])
+    console.print(f"results: {cfg.run_dir}/summary.md")
+
+
+def _print_tables(runs: list, splits: tuple[str, ...] = ("test", "dev")) -> None:
+    from xlgap.report.tables import comparison, to_rich
+
+    for split in splits:
+        try:
+            console.print(to_rich(comparison(runs, split)))
+        except ValueError:
+            continue
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run folders (runs/<name>) to compare."),
+    out: Path = typer.Option(Path("reports"), "--out", help="Folder for the figures and tables."),
+    split: str = typer.Option("test", "--split", help="test or dev."),
+) -> None:
+    """Compare runs: a per-language table (methods as rows) and gap / loss / multiplier figures."""
+    from xlgap.report.plots import write_figures
+    from xlgap.report.tables import FORMATS, comparison, to_rich
+    from xlgap.results import load_run
+    from xlgap.utils.files import write_text_atomic
+
+    try:
+        loaded = [load_run(path) for path in runs]
+        table = comparison(loaded, split)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    console.print(to_rich(table))
+    for extension, render in FORMATS.items():
+        write_text_atomic(out / f"{split}.{extension}", render(table))
+    for path in write_figures(loaded, out):
+        console.print(f"figure: {path}")
+    console.print(f"tables: {out}/{split}.md, .csv, .tex")
+
+
+@app.command()
+def anatomy(
+    model: str = typer.Argument("bundled:multilingual-e5-small", help="Hub id, local folder or bundled:<name>."),
+    select: str = typer.Option(None, "--select", help="Show which parameters a selector names."),
+) -> None:
+    """Show how a model's parameters map to layers and components (and test a selector)."""
+    from transformers import AutoModel
+
+    from xlgap.models.anatomy import SelectorError, model_anatomy
+    from xlgap.models.load import resolve_model
+
+    _quiet_libraries()
+    loaded = model_anatomy(AutoModel.from_pretrained(resolve_model(model)))
+    console.print(loaded.summary())
+    if select:
+        try:
+            names = loaded.select(select)
+        except SelectorError as err:
+            _fail(str(err))
+        console.print(f"{select}: {len(names)} parameters")
+        for name in names:
+            console.print(f"  {name}")
+
+
+@app.command()
+def demo(
+    data_dir: Path = typer.Option(None, "--data-dir", help="XTREME-layout data folder (default: $XLGAP_DATA, else the hub)."),
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the two runs and the figures go."),
+) -> None:
+    """Ten minutes on a laptop CPU: DF vs FSF on English UD POS, zero-shot on 10 languages."""
+    from xlgap.demo import run_demo
+
+    _quiet_libraries()
+    try:
+        run_demo(data_dir, out, console)
+    except (FileNotFoundError, ValueError, ConnectionError) as err:
+        _fail(str(err))
+
+
+if __name__ == "__main__":
+    app()

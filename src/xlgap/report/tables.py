@@ -1,0 +1,106 @@
+"""Per-language comparison tables over runs: methods as rows, languages as columns.
+
+Each cell is the mean ± sample std over the run's finished seeds; the last columns are the average
+over the target languages and the gap (source - target average). Rendered as a rich table for the
+terminal, or as Markdown, CSV or LaTeX for papers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Any
+
+from rich.table import Table
+
+from xlgap.results import Run, format_mean_std
+
+
+@dataclass
+class Comparison:
+    """A table of runs x languages for one split, with the cells as {mean, std, n} dicts."""
+
+    split: str
+    metric: str
+    languages: list[str]
+    rows: list[tuple[str, list[dict[str, Any] | None]]]
+
+    @property
+    def columns(self) -> list[str]:
+        """Column headers after the method name."""
+        return [*self.languages, "target avg", "gap"]
+
+
+def comparison(runs: list[Run], split: str = "test") -> Comparison:
+    """Compare runs on `split`; languages in the order of the first run (sources first)."""
+    summaries = [(run.name, run.summary()) for run in runs]
+    usable = [(name, s) for name, s in summaries if split in s]
+    if not usable:
+        raise ValueError(f"none of the runs has {split} scores")
+    languages: list[str] = []
+    for _, summary in usable:
+        languages += [lang for lang in summary[split]["scores"] if lang not in languages]
+    metrics = {s["metric"] for _, s in usable}
+    rows = []
+    for name, summary in usable:
+        block = summary[split]
+        cells = [block["scores"].get(lang) for lang in languages]
+        rows.append((name, [*cells, block.get("target_avg"), block.get("gap")]))
+    return Comparison(split, "/".join(sorted(metrics)), languages, rows)
+
+
+def to_rich(table: Comparison) -> Table:
+    """A rich Table for the terminal."""
+    out = Table(title=f"{table.split} {table.metric} (%), mean ± std over seeds")
+    out.add_column("method")
+    for column in table.columns:
+        out.add_column(column, justify="right")
+    for name, cells in table.rows:
+        out.add_row(name, *(format_mean_std(c) for c in cells))
+    return out
+
+
+def to_markdown(table: Comparison) -> str:
+    """The table in Markdown."""
+    header = ["method", *table.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join([name, *(format_mean_std(c) for c in cells)]) + " |" for name, cells in table.rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Comparison) -> str:
+    """The table as CSV with separate mean and std columns per language."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", *(f"{c} {part}" for c in table.columns for part in ("mean", "std")), "seeds"])
+    for name, cells in table.rows:
+        values = []
+        for cell in cells:
+            values += ["", ""] if cell is None else [f"{cell['mean']:.4f}", "" if cell["std"] is None else f"{cell['std']:.4f}"]
+        seeds = max((c["n"] for c in cells if c), default=0)
+        writer.writerow([name, *values, seeds])
+    return buffer.getvalue()
+
+
+def to_latex(table: Comparison) -> str:
+    """The table as a LaTeX tabular (booktabs), cells as mean$_{\\pm std}$."""
+
+    def cell(c: dict[str, Any] | None) -> str:
+        if not c:
+            return "--"
+        return f"{c['mean']:.1f}" if c["std"] is None else f"{c['mean']:.1f}$_{{\\pm {c['std']:.1f}}}$"
+
+    spec = "l" + "r" * len(table.columns)
+    lines = [
+        f"\\begin{{tabular}}{{{spec}}}",
+        "\\toprule",
+        " & ".join(["Method", *table.columns]) + " \\\\",
+        "\\midrule",
+    ]
+    lines += [" & ".join([name.replace("_", "\\_"), *(cell(c) for c in cells)]) + " \\\\" for name, cells in table.rows]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+FORMATS = {"md": to_markdown, "csv": to_csv, "tex": to_latex}
