@@ -53,3 +53,36 @@ def token_dataset(n: int = 64, seed: int = 0, num_labels: int = 3) -> Dataset:
         rows["labels"].append([-100] + [w % num_labels for w in words] + [-100])
         rows["length"].append(len(ids))
     return Dataset.from_dict(rows)
+
+
+def write_tiny_model(folder) -> str:
+    """Save a tiny random BERT encoder and its tokenizer as a model folder; returns its path."""
+    from transformers import BertModel
+
+    model = BertModel(tiny_bert().config)
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+def write_tiny_udpos(root, languages=("en", "de", "fr"), sentences=24, seed=0) -> str:
+    """A folder in the XTREME layout with udpos train-en and dev/test files of `languages`.
+
+    Word wi is tagged with the (i mod 5)-th UPOS tag, in every language, so transfer is learnable.
+    """
+    from pathlib import Path
+
+    from xlgap.data.tasks import UPOS_TAGS
+
+    generator = torch.Generator().manual_seed(seed)
+    folder = Path(root) / "udpos"
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [("train", "en")] + [(split, lang) for lang in languages for split in ("dev", "test")]
+    for split, lang in files:
+        blocks = []
+        for _ in range(sentences):
+            length = int(torch.randint(2, 9, (1,), generator=generator))
+            words = torch.randint(0, len(WORDS), (length,), generator=generator).tolist()
+            blocks.append("".join(f"w{w}\t{UPOS_TAGS[w % 5]}\n" for w in words))
+        (folder / f"{split}-{lang}.tsv").write_text("\n".join(blocks), encoding="utf-8")
+    return str(root)

@@ -13,6 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 import torch
@@ -205,7 +206,7 @@ def train_seed(
 
     started = time.perf_counter()
     first_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
-    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - started
     best_step = trainer.state.global_step if cfg.eval.selection == "last" else trainer.state.best_global_step
 
@@ -221,7 +222,7 @@ def train_seed(
         "targets": data.targets,
         "best_step": best_step,
         "steps": trainer.state.global_step,
-        "train_loss": output.training_loss,
+        "train_loss": fmean(trainer.stats.losses),
         "train_seconds": train_seconds,
         "train_steps_timed": trainer.state.global_step - first_step,
         "data": data.provenance,

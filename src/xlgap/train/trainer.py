@@ -10,6 +10,7 @@ It keeps the Trainer's conventions (TrainingArguments, checkpoints, `resume_from
   on a non-finite loss before that update is applied;
 - checkpoints also hold those statistics and the methods' state (`xlgap_state.json`), so a resumed
   run takes the same decisions as an uninterrupted one;
+- length-grouped batches are drawn from (seed, epoch) alone, so a resumed epoch sees the same batches;
 - with a `ProbeLog`, each periodic evaluation over a dict of per-language dev sets becomes a
   `metrics.jsonl` record, and adds `eval_select` (the selection score) for `metric_for_best_model`.
 
@@ -36,6 +37,7 @@ from xlgap.methods.base import (
     optimizer_groups,
 )
 from xlgap.train.probes import ProbeLog
+from xlgap.train.sampler import EpochSeededLengthGroupedSampler
 from xlgap.train.schedule import with_multipliers
 from xlgap.utils.files import read_json, write_json_atomic
 
@@ -119,6 +121,20 @@ class XlgapTrainer(Trainer):
         if unknown:
             raise ValueError(f"methods asked for multipliers of groups without parameters: {unknown}")
         return [group_multiplier(spec.member_of, wanted) for spec in self.group_specs]
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """Length-grouped batches that a resumed run reproduces exactly (see train/sampler.py)."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        columns = getattr(dataset, "column_names", ())
+        if self.args.train_sampling_strategy != "group_by_length" or "input_ids" not in columns:
+            return super()._get_train_sampler(train_dataset)
+        # The Trainer has already dropped the `length` column (not a model input) at this point.
+        lengths = dataset[self.args.length_column_name] if self.args.length_column_name in columns else None
+        if lengths is None:
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return EpochSeededLengthGroupedSampler(batch, list(lengths), seed)
 
     # ---- loss ----
 

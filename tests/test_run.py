@@ -1,0 +1,135 @@
+"""The experiment runner on a tiny model and tiny XTREME-layout data: outputs, exact resume,
+non-finite loss, and run-folder safety."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import Trainer
+
+from tiny import write_tiny_model, write_tiny_udpos
+from xlgap.config import config_from_dict
+from xlgap.results import load_run
+from xlgap.train.run import RunFolderError, run_experiment
+from xlgap.train.trainer import NonFiniteLossError, XlgapTrainer
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return write_tiny_model(root / "model"), write_tiny_udpos(root / "data")
+
+
+def make_config(tiny_setup, out, name="tiny", **overrides):
+    model, data = tiny_setup
+    raw = {
+        "name": name,
+        "output_dir": str(out),
+        "seeds": [3],
+        "model": {"name": model},
+        "data": {"task": "udpos", "dir": data, "target_languages": ["de", "fr"], "max_length": 16},
+        "methods": [{"name": "fsf", "window": 2, "threshold": 0.05, "policies": {"I": "layers[0:3]", "II": "layers[0:1].ffn", "III": "layers[-1:]", "IV": "layers[-1:].attention"}}],
+        "train": {"learning_rate": 3e-3, "epochs": 3, "batch_size": 4, "warmup_ratio": 0.1},
+        "eval": {"every": 4, "probe_examples": 10},
+        "save_model": True,
+    }
+    for key, value in overrides.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return config_from_dict(raw)
+
+
+def test_run_writes_every_output(tiny_setup, tmp_path):
+    cfg = make_config(tiny_setup, tmp_path, seeds=[1, 2])
+    summary = run_experiment(cfg)
+    run_dir = tmp_path / "tiny"
+    for name in ("config.yaml", "summary.json", "summary.md", "seed-1/metrics.jsonl", "seed-1/results.json"):
+        assert (run_dir / name).is_file(), name
+    assert not (run_dir / "seed-1" / "checkpoints").exists()  # removed once the seed is done
+    assert (run_dir / "seed-1" / "model" / "model.safetensors").is_file()
+    results = json.loads((run_dir / "seed-1" / "results.json").read_text())
+    assert results["targets"] == ["de", "fr"]
+    assert set(results["test"]["scores"]) == {"en", "de", "fr"}
+    scores = results["test"]["scores"]
+    assert results["test"]["gap"] == pytest.approx(scores["en"] - (scores["de"] + scores["fr"]) / 2)
+    assert results["data"]["train.en"]["origin"]["files"][0].endswith("udpos/train-en.tsv")
+    records = load_run(run_dir).records[1]
+    steps = [r["step"] for r in records]
+    assert steps == [4, 8, 12, 16, 18]  # every 4 updates and the last one (24 examples / 4 x 3 epochs)
+    assert all(set(r["dev"]) == {"en", "de", "fr"} for r in records)
+    assert {"fsf.policy_I", "fsf.policy_IV"} <= set(records[0]["lr_multipliers"])
+    assert records[0]["phase"] in ("P1", "P2")
+    # best step = the probe with the highest average dev score (first one on ties)
+    best = max(records, key=lambda r: (r["select"], -r["step"]))
+    assert results["best_step"] == best["step"]
+    assert summary["test"]["gap"]["n"] == 2
+    assert "± " in (run_dir / "summary.md").read_text()
+
+
+def _interrupt_at(monkeypatch, step, error):
+    original = XlgapTrainer.training_step
+
+    def training_step(self, *args, **kwargs):
+        if self.state.global_step == step:
+            raise error
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(XlgapTrainer, "training_step", training_step)
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_setup, tmp_path, monkeypatch):
+    whole = make_config(tiny_setup, tmp_path / "a")
+    run_experiment(whole)
+
+    cut = make_config(tiny_setup, tmp_path / "b")
+    _interrupt_at(monkeypatch, 10, KeyboardInterrupt())  # after the checkpoint of step 8, mid-epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cut)
+    seed_dir = tmp_path / "b" / "tiny" / "seed-3"
+    assert not (seed_dir / "results.json").exists()
+    assert [r["step"] for r in load_run(tmp_path / "b" / "tiny").records[3]] == [4, 8]
+    monkeypatch.undo()
+    with pytest.raises(RunFolderError, match="--resume"):
+        run_experiment(cut)
+    run_experiment(cut, resume=True)
+
+    a = json.loads((tmp_path / "a" / "tiny" / "seed-3" / "results.json").read_text())
+    b = json.loads((seed_dir / "results.json").read_text())
+    for key in ("dev", "test", "best_step", "steps", "train_loss"):
+        assert a[key] == b[key], key
+    assert load_run(tmp_path / "a" / "tiny").records == load_run(tmp_path / "b" / "tiny").records
+    wa = load_file(tmp_path / "a" / "tiny" / "seed-3" / "model" / "model.safetensors")
+    wb = load_file(seed_dir / "model" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_non_finite_loss_stops_before_the_update_and_keeps_the_checkpoint(tiny_setup, tmp_path, monkeypatch):
+    cfg = make_config(tiny_setup, tmp_path)
+    original = Trainer.compute_loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = original(self, model, inputs, True, num_items_in_batch)
+        if model.training and self.state.global_step == 6:
+            loss = loss * float("nan")
+        return (loss, outputs) if return_outputs else loss
+
+    monkeypatch.setattr(Trainer, "compute_loss", compute_loss)
+    with pytest.raises(NonFiniteLossError, match="at update 7"):
+        run_experiment(cfg)
+    checkpoints = tmp_path / "tiny" / "seed-3" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-4"]
+    assert not (tmp_path / "tiny" / "seed-3" / "results.json").exists()
+
+
+def test_existing_folder_needs_resume_or_overwrite_and_same_config(tiny_setup, tmp_path):
+    cfg = make_config(tiny_setup, tmp_path, train={"epochs": 1})
+    run_experiment(cfg)
+    with pytest.raises(RunFolderError, match="--resume"):
+        run_experiment(cfg)
+    changed = make_config(tiny_setup, tmp_path, train={"epochs": 1, "learning_rate": 1e-3})
+    with pytest.raises(RunFolderError, match="differs .* train"):
+        run_experiment(changed, resume=True)
+    run_experiment(changed, overwrite=True)
+    assert load_run(tmp_path / "tiny").results[0]["steps"] == 6
