@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from xlgap.config import ConfigError, config_from_dict, load_config
@@ -56,3 +58,15 @@ def test_extends_cycle(tmp_path):
     write(tmp_path / "b.yaml", "extends: a.yaml\n")
     with pytest.raises(ConfigError, match="cycle"):
         load_config(tmp_path / "a.yaml")
+
+
+RECIPES = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_recipe_loads_and_builds_its_methods(path):
+    from xlgap.methods import build_methods
+
+    cfg = load_config(path)
+    build_methods(cfg.methods)
+    assert cfg.name and cfg.data.task in ("udpos", "xnli")

@@ -9,7 +9,13 @@ from transformers import DataCollatorForTokenClassification, TrainerCallback, Tr
 
 from tiny import tiny_bert, tiny_tokenizer, token_dataset
 from xlgap.methods import FineTuningFast, FineTuningSlow, FineTuningSlowFast, TrainingStats, build_method
-from xlgap.methods.fsf import adaptive_multiplier, depth_scaled_sets, in_phase_one, loss_ratio
+from xlgap.methods.fsf import (
+    adaptive_multiplier,
+    calibrate_threshold,
+    depth_scaled_sets,
+    in_phase_one,
+    loss_ratio,
+)
 from xlgap.train.trainer import XlgapTrainer
 
 SETS_4_LAYERS = {"I": "layers[0:3]", "II": "layers[0:1].ffn", "III": "layers[-1:]", "IV": "layers[-1:].attention"}
@@ -176,3 +182,25 @@ def test_optimizer_lrs_are_schedule_times_multipliers(tmp_path):
         assert lrs["fsf.policy_III+fsf.policy_IV/decay"] == pytest.approx(schedule * k_iv)
         assert lrs["rest/decay"] == pytest.approx(schedule)
     assert phases == {True, False}, "the test curve should visit both phases"
+
+
+def test_policies_can_name_the_papers_sets_for_table_8_ablations():
+    swapped = FineTuningSlowFast(policies={"I": "S2", "II": "S1"})  # Table 8, "S_II to S_I"
+    assert swapped.resolved_selectors(12) == {
+        "I": "layers[0:4].ffn",
+        "II": "layers[0:10]",
+        "III": "layers[-2:]",
+        "IV": "layers[-2:].attention",
+    }
+    only_v2 = FineTuningFast(policies={"III": "V2", "IV": "V2"})
+    assert only_v2.resolved_selectors(24) == {"III": "layers[-4:].attention", "IV": "layers[-4:].attention"}
+
+
+def test_calibrated_threshold_puts_phase_one_on_the_first_fifth_of_the_reference_curve():
+    losses = [0.3 + 2 * math.exp(-t / 20) + 0.02 * math.sin(t) for t in range(1, 101)]
+    threshold = calibrate_threshold(losses, window=10)
+    phases = [in_phase_one(losses[:t], 10, threshold) for t in range(100)]
+    assert phases[:20] == [True] * 20 and not any(phases[20:])
+    # the window drop just after update 20 is the largest of the rest: drop(20) = mean(L1..10) - mean(L11..20)
+    drop = sum(losses[:10]) / 10 - sum(losses[10:20]) / 10
+    assert threshold == pytest.approx(math.ceil(drop * 100) / 100)

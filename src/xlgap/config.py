@@ -54,8 +54,10 @@ class DataConfig:
     train_split: str = "train"
     """`dev` trains on the source languages' dev sets (offline stand-in when the train set is missing)."""
     max_train_examples: int | None = None
-    max_eval_examples: int | None = None
-    """Cap on dev and test examples per language (a fixed random subset); None keeps all."""
+    max_dev_examples: int | None = None
+    """Cap on dev examples per language (a fixed random subset, the same for every run); None keeps all."""
+    max_test_examples: int | None = None
+    """Cap on test examples per language (a fixed random subset); None keeps all."""
     max_length: int = 128
     sample_seed: int = 0
     """Seed of every data subset, kept apart from the training seed so all runs see the same data."""
@@ -87,7 +89,8 @@ class EvalConfig:
     every: int = 100
     """Probe every N optimizer updates (and at the last one)."""
     probe_examples: int | None = None
-    """Per-language dev subset used by the probes; None probes the whole dev set."""
+    """Per-language dev subset used by the probes; None probes the whole (capped) dev set, and the final
+    dev scores are then those of the selected probe instead of a second evaluation."""
     selection: str = "avg_dev"
     """Which step's model is kept: `avg_dev` (mean dev score of all languages, the FSF paper), `source_dev`
     (XTREME's default) or `last`."""
@@ -296,7 +299,7 @@ def validate(cfg: ExperimentConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: expected a positive integer, got {value}")
-    for key in ("max_train_examples", "max_eval_examples"):
+    for key in ("max_train_examples", "max_dev_examples", "max_test_examples"):
         value = getattr(cfg.data, key)
         if value is not None and value <= 0:
             raise ConfigError(f"data.{key}: expected a positive integer or null, got {value}")

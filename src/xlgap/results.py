@@ -1,7 +1,7 @@
 """Run folders: reading them back, and the summary of a run over its seeds.
 
-Layout: `<run>/config.yaml`, `<run>/seed-<s>/metrics.jsonl` (probes), `<run>/seed-<s>/results.json`
-(final per-language scores), `<run>/summary.json` and `<run>/summary.md` (mean ± std over seeds).
+Layout: `<run>/config.yaml`, `<run>/seed-<s>/metrics.jsonl` (probes), `<run>/seed-<s>/losses.json`
+(the loss of every update), `<run>/seed-<s>/results.json` (final per-language scores), `<run>/summary.json` and `<run>/summary.md` (mean ± std over seeds).
 Aggregates (source, target average, average, gap) are computed per seed first, then averaged, so
 their std is the spread over seeds.
 """
@@ -99,6 +99,7 @@ class Run:
     config: dict[str, Any]
     results: list[dict[str, Any]] = field(default_factory=list)
     records: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    losses: dict[int, list[float]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -127,6 +128,8 @@ def load_run(run_dir: Path) -> Run:
     for folder in seed_dirs(run_dir):
         seed = int(folder.name[5:])
         run.records[seed] = read_records(folder / "metrics.jsonl")
+        if (folder / "losses.json").exists():
+            run.losses[seed] = read_json(folder / "losses.json")
         if (folder / "results.json").exists():
             run.results.append(read_json(folder / "results.json"))
     return run

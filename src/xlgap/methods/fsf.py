@@ -29,6 +29,7 @@ get proportionally scaled sets and a warning.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from torch import nn
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 PAPER_LAYERS = 12
 POLICIES = ("I", "II", "III", "IV")
+SET_OF_POLICY = {"I": "S1", "II": "S2", "III": "V1", "IV": "V2"}
 PAPER_SETS = {
     "I": "layers[0:10]",
     "II": "layers[0:4].ffn",
@@ -83,6 +85,25 @@ def adaptive_multiplier(phi: float, r: float) -> float:
     return max(1.0 - phi**r, 0.0)
 
 
+def calibrate_threshold(losses: list[float], window: int, p1_fraction: float = 0.2) -> float:
+    """A phase-P1 threshold for short runs, from the loss curve of a plain fine-tuning run.
+
+    Guo et al. observe P1 over about the first 20% of updates (Section 2.2) and set 0.1 for runs of
+    10^4-10^5 updates with windows of 100. For a run of a few hundred updates, this returns the largest
+    drop between consecutive windows that the reference curve shows after the first `p1_fraction` of
+    its updates (rounded up to 0.01), so that on that curve P1 is exactly the first `p1_fraction`
+    when `window` is `p1_fraction / 2` of the run (the first two windows are P1 by definition).
+    """
+    start = max(2 * window, round(p1_fraction * len(losses)))
+    drops = []
+    for t in range(start, len(losses) + 1):
+        previous, recent = loss_windows(losses[:t], window)
+        drops.append(previous - recent)
+    if not drops:
+        raise ValueError(f"a loss curve of {len(losses)} updates is too short for windows of {window}")
+    return math.ceil(max(max(drops), 0.0) * 100) / 100
+
+
 def depth_scaled_sets(num_layers: int) -> dict[str, str]:
     """The paper's default sets scaled to `num_layers` (identical to the paper's at 12 layers)."""
     if num_layers == PAPER_LAYERS:
@@ -102,8 +123,10 @@ class FineTuningSlowFast(Method):
     """FSF: slow down cross-lingual weights while the loss falls fast, speed up task weights later.
 
     `policies` overrides the sets of `default_policies`: a policy ("I".."IV") maps to a selector, to
-    "default" for the paper's set (depth-scaled for models that do not have 12 layers), or to None to
-    switch it off (e.g. `{"IV": None}`, as the paper does for NER).
+    one of the paper's sets by name ("S1", "S2", "V1", "V2"; depth-scaled for models that do not have
+    12 layers), to "default" (the policy's own set: I->S1, II->S2, III->V1, IV->V2), or to None to
+    switch it off (e.g. `{"IV": None}`, as the paper does for NER). Table 8's "S_II to S_I" ablation
+    is `{"I": "S2", "II": "S1"}`.
     """
 
     name = "fsf"
@@ -140,19 +163,24 @@ class FineTuningSlowFast(Method):
     def resolved_selectors(self, num_layers: int) -> dict[str, str]:
         """The selector of every active policy for a model with `num_layers` layers."""
         defaults = depth_scaled_sets(num_layers)
-        uses_default = any(self.policies.get(p) == "default" for p in POLICIES)
-        if uses_default and num_layers != PAPER_LAYERS:
+        by_name = {SET_OF_POLICY[p]: selector for p, selector in defaults.items()}
+        resolved = {}
+        for policy in POLICIES:
+            selector = self.policies.get(policy)
+            if selector == "default":
+                selector = defaults[policy]
+            selector = by_name.get(selector, selector)
+            if selector:
+                resolved[policy] = selector
+        uses_paper_sets = any(self.policies.get(p) in ("default", *by_name) for p in POLICIES)
+        if uses_paper_sets and num_layers != PAPER_LAYERS:
             log.warning(
-                "FSF's sets were chosen for 12-layer models; this model has %d layers, so the default sets "
+                "FSF's sets were chosen for 12-layer models; this model has %d layers, so the paper's sets "
                 "are scaled: %s",
                 num_layers,
-                defaults,
+                {by: defaults[p] for p, by in SET_OF_POLICY.items()},
             )
-        return {
-            p: defaults[p] if sel == "default" else sel
-            for p, sel in ((p, self.policies.get(p)) for p in POLICIES)
-            if sel
-        }
+        return resolved
 
     def param_groups(self, model: nn.Module) -> dict[str, ParamGroup]:
         """One group per active policy, named `fsf.policy_<I..IV>`; V1 is excluded from policy I."""

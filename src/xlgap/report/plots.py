@@ -2,7 +2,8 @@
 and the lr multiplier of every method group.
 
 Curves of a run are the mean over its seeds at each probe step (steps common to all seeds), with a
-±std band when there are several seeds. P1 is shaded where the first seed's probes report phase P1.
+±std band when there are several seeds. For runs with FSF, phase P1 is shaded update by update,
+recomputed by FSF's own detector from the first seed's per-update losses (`losses.json`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from xlgap.methods import TrainingStats, build_method, build_methods  # noqa: E402
+from xlgap.methods.fsf import in_phase_one  # noqa: E402
 from xlgap.results import Run  # noqa: E402
 
 
@@ -31,17 +34,28 @@ def series(run: Run, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array(steps), values.mean(axis=0), values.std(axis=0, ddof=1) if len(per_seed) > 1 else np.zeros(len(steps))
 
 
-def _phase_spans(records: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """Step intervals in which the probes report phase P1 (from the previous probe to this one)."""
-    spans, previous = [], 0
-    for record in records:
-        if record.get("phase") == "P1":
-            if spans and spans[-1][1] == previous:
-                spans[-1] = (spans[-1][0], record["step"])
+def phase_one_spans(losses: list[float], window: int, threshold: float) -> list[tuple[int, int]]:
+    """Update intervals (first, last) in phase P1, as FSF's detector decided them from `losses`.
+
+    Update t+1 is in P1 when the detector says so from the losses of updates 1..t.
+    """
+    spans: list[tuple[int, int]] = []
+    for t in range(len(losses)):
+        if in_phase_one(losses[:t], window, threshold):
+            if spans and spans[-1][1] == t:
+                spans[-1] = (spans[-1][0], t + 1)
             else:
-                spans.append((previous, record["step"]))
-        previous = record["step"]
+                spans.append((t + 1, t + 1))
     return spans
+
+
+def fsf_detector(run: Run) -> tuple[int, float] | None:
+    """(window, threshold) of the run's FSF-family method, or None when it has none."""
+    for spec in run.config.get("methods") or []:
+        if spec.get("name") in ("fsf", "fs", "ff"):
+            method = build_method(spec)
+            return method.window, method.threshold
+    return None
 
 
 def _band(ax: Any, steps: np.ndarray, mean: np.ndarray, std: np.ndarray, label: str, **style: Any) -> None:
@@ -78,37 +92,58 @@ def plot_gap_and_loss(runs: list[Run], path: Path) -> Path:
     """One panel per run: dev gap and training loss against updates, with phase P1 shaded."""
     fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4), squeeze=False)
     for ax, run in zip(axes[0], runs, strict=True):
-        first = next((records for records in run.records.values() if records), [])
-        for start, end in _phase_spans(first):
-            ax.axvspan(start, end, color="tab:orange", alpha=0.15, lw=0)
+        detector = fsf_detector(run)
+        first_losses = next(iter(run.losses.values()), [])
+        spans = phase_one_spans(first_losses, *detector) if detector and first_losses else []
+        for start, end in spans:
+            ax.axvspan(start - 1, end, color="tab:orange", alpha=0.15, lw=0)
         steps, mean, std = series(run, "gap")
         _band(ax, steps, mean, std, "gap (dev)", color="tab:blue", marker="o", markersize=3)
         ax.set_xlabel("updates")
         ax.set_ylabel("gap (points)", color="tab:blue")
         loss_ax = ax.twinx()
-        steps, mean, std = series(run, "train_loss")
-        _band(loss_ax, steps, mean, std, "training loss", color="tab:red")
-        loss_ax.set_ylabel("training loss", color="tab:red")
-        shaded = " (P1 shaded)" if _phase_spans(first) else ""
+        if first_losses:
+            loss_ax.plot(range(1, len(first_losses) + 1), first_losses, color="tab:red", alpha=0.6, lw=0.8)
+        else:
+            steps, mean, std = series(run, "train_loss")
+            _band(loss_ax, steps, mean, std, "training loss", color="tab:red")
+        loss_ax.set_ylabel("training loss (first seed)", color="tab:red")
+        shaded = f"\nP1 shaded (window {detector[0]}, threshold {detector[1]})" if spans else ""
         ax.set_title(f"{run.name}{shaded}")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
 
 
+def multiplier_curves(run: Run) -> tuple[list[int], dict[str, list[float]]]:
+    """(updates, {group: K of each update}) for the first seed.
+
+    Recomputed update by update from `losses.json` with the run's own methods (their multipliers are a
+    function of the loss history); from the probe records when the losses are not there.
+    """
+    losses = next(iter(run.losses.values()), None)
+    if losses:
+        methods, stats = build_methods(run.config.get("methods") or []), TrainingStats(losses)
+        per_update = [methods.lr_multipliers(t, stats) for t in range(len(losses))]
+        updates = list(range(1, len(losses) + 1))
+    else:
+        records = next((recs for recs in run.records.values() if recs), [])
+        per_update = [r.get("lr_multipliers", {}) for r in records]
+        updates = [r["step"] for r in records]
+    groups = sorted({g for m in per_update for g in m})
+    return updates, {g: [m.get(g, 1.0) for m in per_update] for g in groups}
+
+
 def plot_multipliers(runs: list[Run], path: Path) -> Path | None:
-    """One panel per run with lr multipliers: each method group's K against updates (log scale)."""
-    with_groups = [r for r in runs if any(rec.get("lr_multipliers") for recs in r.records.values() for rec in recs)]
-    if not with_groups:
+    """One panel per run with lr multipliers: each method group's K against updates (symlog scale)."""
+    curves = [(run, *multiplier_curves(run)) for run in runs]
+    curves = [c for c in curves if c[2]]
+    if not curves:
         return None
-    fig, axes = plt.subplots(1, len(with_groups), figsize=(5.5 * len(with_groups), 4), squeeze=False)
-    for ax, run in zip(axes[0], with_groups, strict=True):
-        records = next(recs for recs in run.records.values() if recs)
-        groups = sorted({g for rec in records for g in rec.get("lr_multipliers", {})})
-        steps = [rec["step"] for rec in records]
-        for group in groups:
-            values = [rec["lr_multipliers"].get(group, 1.0) for rec in records]
-            ax.step(steps, values, where="post", label=group, marker="o", markersize=3)
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
+    for ax, (run, updates, groups) in zip(axes[0], curves, strict=True):
+        for group, values in groups.items():
+            ax.step(updates, values, where="post", label=group)
         ax.set_yscale("symlog", linthresh=0.01)
         ax.set_xlabel("updates")
         ax.set_ylabel("lr multiplier K (first seed)")

@@ -52,10 +52,10 @@ def comparison(runs: list[Run], split: str = "test") -> Comparison:
 
 def to_rich(table: Comparison) -> Table:
     """A rich Table for the terminal."""
-    out = Table(title=f"{table.split} {table.metric} (%), mean ± std over seeds")
-    out.add_column("method")
+    out = Table(title=f"{table.split} {table.metric} (%), mean ± std over seeds", padding=(0, 1), pad_edge=False)
+    out.add_column("method", no_wrap=True)
     for column in table.columns:
-        out.add_column(column, justify="right")
+        out.add_column(column.replace("target avg", "tgt avg"), justify="right", no_wrap=True)
     for name, cells in table.rows:
         out.add_row(name, *(format_mean_std(c) for c in cells))
     return out

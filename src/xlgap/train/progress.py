@@ -13,6 +13,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 from transformers import TrainerCallback
 
 
@@ -56,6 +57,19 @@ class RunProgress:
     def show_record(self, record: dict[str, Any]) -> None:
         """Print a probe record as one line above the bar."""
         self.progress.console.print(describe_record(record))
+
+    def show_data(self, provenance: dict[str, dict[str, Any]]) -> None:
+        """Print where every data set came from and how much of it is used."""
+        table = Table(title="data", box=None, pad_edge=False)
+        for column in ("set", "examples", "sequences", "tokens", "from"):
+            table.add_column(column, justify="right" if column in ("examples", "sequences", "tokens") else "left")
+        for key, info in provenance.items():
+            origin = info["origin"]
+            where = ", ".join(origin.get("files", [])) or f"hub {origin.get('hub_repo')} {origin.get('hub_config')}"
+            if origin.get("subset"):
+                where += f" [{origin['subset']}]"
+            table.add_row(key, str(info["examples"]), str(info["sequences"]), str(info["tokens"]), where)
+        self.console.print(table)
 
     def status(self, text: str) -> None:
         """Show what is being done now next to the bar."""

@@ -1,7 +1,8 @@
 """Run an experiment config: load and encode the data once, train every seed, write the run folder.
 
 `<run>/config.yaml` is the resolved config; each seed gets `seed-<s>/` with `metrics.jsonl` (probes),
-`checkpoints/` while it trains (removed when the seed is done), `results.json`, and `model/` when
+`checkpoints/` while it trains (removed when the seed is done), `losses.json` (the training loss of
+every update, what FSF's phase detector saw), `results.json`, and `model/` when
 `save_model` is set; `summary.json` / `summary.md` cover the finished seeds. A run interrupted at any
 point resumes with `resume=True`: finished seeds are kept, the others continue from their latest
 complete checkpoint with the probe log cut back to it.
@@ -33,7 +34,7 @@ from xlgap.methods import build_methods
 from xlgap.models.load import load_model, load_tokenizer, resolve_model
 from xlgap.results import write_summary
 from xlgap.train.evaluate import argmax_logits, language_scores, metric_fn
-from xlgap.train.probes import ProbeLog
+from xlgap.train.probes import ProbeLog, read_records
 from xlgap.train.progress import RunProgress
 from xlgap.train.trainer import XlgapTrainer, latest_checkpoint
 from xlgap.utils.files import read_json, replace_dir, write_json_atomic
@@ -83,7 +84,7 @@ def _load(cfg: ExperimentConfig, task: TaskSpec, language: str, split: str) -> S
     )
 
 
-def prepare_data(cfg: ExperimentConfig, task: TaskSpec, tokenizer: Any, console: Any = None) -> ExperimentData:
+def prepare_data(cfg: ExperimentConfig, task: TaskSpec, tokenizer: Any) -> ExperimentData:
     """Load, subsample and encode the train split of the sources and the dev/test split of every language."""
     sources = [check_language(s, "data.source_languages") for s in cfg.data.source_languages]
     targets = target_languages(cfg, task)
@@ -95,19 +96,19 @@ def prepare_data(cfg: ExperimentConfig, task: TaskSpec, tokenizer: Any, console:
             data = subsample_split(data, limit, cfg.data.sample_seed)
         result = encode_split(data, task, tokenizer, cfg.data.max_length)
         provenance[f"{tag or split}.{language}"] = {"origin": data.origin.to_dict(), **result.stats.as_dict()}
-        if console is not None:
-            console.log(f"{tag or split}.{language}: {len(data)} examples from {data.origin}")
         return result.dataset
 
     train_parts = [encoded(s, cfg.data.train_split, cfg.data.max_train_examples, "train") for s in sources]
     train = train_parts[0] if len(train_parts) == 1 else _concat(train_parts)
     languages = [*sources, *targets]
-    dev = {lang: _by_length(encoded(lang, "dev", cfg.data.max_eval_examples)) for lang in languages}
+    dev = {lang: _by_length(encoded(lang, "dev", cfg.data.max_dev_examples)) for lang in languages}
     if cfg.eval.probe_examples is None:
         probe = dev
     else:
         probe = {lang: _by_length(encoded(lang, "dev", cfg.eval.probe_examples, "probe")) for lang in languages}
-    test = {lang: _by_length(encoded(lang, "test", cfg.data.max_eval_examples)) for lang in languages} if cfg.eval.test else {}
+    test = {}
+    if cfg.eval.test:
+        test = {lang: _by_length(encoded(lang, "test", cfg.data.max_test_examples)) for lang in languages}
     return ExperimentData(train, dev, probe, test, sources, targets, provenance)
 
 
@@ -229,15 +230,21 @@ def train_seed(
         "versions": {"xlgap": xlgap.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
         "device": str(trainer.args.device),
     }
+    probed = {r["step"]: r["dev"] for r in read_records(probe.path)}
     for split, sets in (("dev", data.dev), ("test", data.test)):
-        if sets:
+        if not sets:
+            continue
+        if split == "dev" and data.probe is data.dev and best_step in probed:
+            scores = probed[best_step]  # the selected model was probed on exactly these sets
+        else:
             scores = evaluate_languages(trainer, sets, task.metric, split, progress)
-            results[split] = {"scores": scores, **language_scores(scores, data.sources, data.targets)}
+        results[split] = {"scores": scores, **language_scores(scores, data.sources, data.targets)}
 
     if cfg.save_model:
         tmp = seed_dir / ".model.tmp"
         trainer.save_model(str(tmp))
         replace_dir(tmp, seed_dir / "model")
+    write_json_atomic(seed_dir / "losses.json", trainer.stats.losses)
     write_json_atomic(seed_dir / "results.json", results)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return results
@@ -284,10 +291,11 @@ def run_experiment(
     """Run every seed of `cfg` (skipping finished ones when resuming); returns the summary over seeds."""
     prepare_run_folder(cfg, resume, overwrite)
     task = get_task(cfg.data.task)
-    console = progress.console if progress else None
     model_path = resolve_model(cfg.model.name, cfg.model.cache_dir)
     tokenizer = load_tokenizer(model_path)
-    data = prepare_data(cfg, task, tokenizer, console)
+    data = prepare_data(cfg, task, tokenizer)
+    if progress is not None:
+        progress.show_data(data.provenance)
     results = []
     for seed in cfg.seeds:
         done = cfg.run_dir / f"seed-{seed}" / "results.json"

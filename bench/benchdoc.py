@@ -1,0 +1,51 @@
+"""Write a benchmark's results into its own section of docs/benchmarks.md.
+
+Each benchmark owns the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`; rerunning it
+replaces that section with what it measured, the command that measured it, the machine and the commit.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import torch
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def provenance() -> str:
+    """One line: date, commit, machine, torch threads, and the exact command."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=DOC.parent, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True, text=True, cwd=DOC.parent).stdout
+        commit += "+uncommitted" if dirty.strip() else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    command = " ".join(["python", *[os.path.relpath(sys.argv[0], DOC.parents[1]), *sys.argv[1:]]])
+    return (
+        f"Measured {date.today()} at commit `{commit}` on {platform.machine()} with {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads). Command: `{command}`"
+    )
+
+
+def update_section(name: str, body: str) -> None:
+    """Replace (or append) the section `name` of docs/benchmarks.md with `body` plus provenance."""
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{body.rstrip()}\n\n{provenance()}\n{end}"
+    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        _, after = rest.split(end, 1)
+        text = before + block + after
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    tmp = DOC.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(DOC)
