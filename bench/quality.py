@@ -16,7 +16,6 @@ import argparse
 from pathlib import Path
 
 from benchdoc import update_section
-
 from xlgap.config import load_config
 from xlgap.methods.fsf import calibrate_threshold
 from xlgap.report.plots import write_figures

@@ -28,7 +28,7 @@ def _quiet_libraries() -> None:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True, highlight=False)
     raise typer.Exit(code=1)
 
 
@@ -67,11 +67,11 @@ def run(
 
 
 def _print_tables(runs: list, splits: tuple[str, ...] = ("test", "dev")) -> None:
-    from xlgap.report.tables import comparison, to_rich
+    from xlgap.report.tables import comparison, print_table
 
     for split in splits:
         try:
-            console.print(to_rich(comparison(runs, split)))
+            print_table(console, comparison(runs, split))
         except ValueError:
             continue
 
@@ -84,7 +84,7 @@ def report(
 ) -> None:
     """Compare runs: a per-language table (methods as rows) and gap / loss / multiplier figures."""
     from xlgap.report.plots import write_figures
-    from xlgap.report.tables import FORMATS, comparison, to_rich
+    from xlgap.report.tables import FORMATS, comparison, print_table
     from xlgap.results import load_run
     from xlgap.utils.files import write_text_atomic
 
@@ -93,7 +93,7 @@ def report(
         table = comparison(loaded, split)
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
-    console.print(to_rich(table))
+    print_table(console, table)
     for extension, render in FORMATS.items():
         write_text_atomic(out / f"{split}.{extension}", render(table))
     for path in write_figures(loaded, out):

@@ -83,7 +83,7 @@ def hub_reachable(timeout: float = 5.0) -> bool:
 def run_demo(data_dir: Path | None, out: Path, console: Console) -> None:
     """Run DF and FSF, print the per-language table and write the figures into `out/report`."""
     from xlgap.report.plots import write_figures
-    from xlgap.report.tables import FORMATS, comparison, to_rich
+    from xlgap.report.tables import FORMATS, comparison, print_table
     from xlgap.results import load_run
     from xlgap.train.progress import RunProgress
     from xlgap.train.run import run_experiment
@@ -112,7 +112,7 @@ def run_demo(data_dir: Path | None, out: Path, console: Console) -> None:
         run_experiment(fsf, overwrite=True, progress=progress)
     runs = [load_run(df.run_dir), load_run(fsf.run_dir)]
     table = comparison(runs, "test")
-    console.print(to_rich(table))
+    print_table(console, table)
     report = out / "report"
     for extension, render in FORMATS.items():
         write_text_atomic(report / f"test.{extension}", render(table))

@@ -12,6 +12,8 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from xlgap.results import Run, format_mean_std
@@ -59,6 +61,13 @@ def to_rich(table: Comparison) -> Table:
     for name, cells in table.rows:
         out.add_row(name, *(format_mean_std(c) for c in cells))
     return out
+
+
+def print_table(console: Console, table: Comparison) -> None:
+    """Print the table at its natural width, even on a narrow terminal or into a file (no squeezed cells)."""
+    rendered = to_rich(table)
+    width = Measurement.get(console, console.options, rendered).maximum
+    console.print(rendered, width=max(console.width, width))
 
 
 def to_markdown(table: Comparison) -> str:

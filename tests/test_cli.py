@@ -1,0 +1,85 @@
+"""The `xlgap` command: run, report, anatomy, demo's offline message, and error handling."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tiny import write_tiny_model, write_tiny_udpos
+from xlgap.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    config = {
+        "name": "tiny-cli",
+        "output_dir": str(root / "runs"),
+        "model": {"name": write_tiny_model(root / "model")},
+        "data": {"task": "udpos", "dir": write_tiny_udpos(root / "data"), "target_languages": ["de", "fr"], "max_length": 16},
+        "methods": [{"name": "fsf", "window": 2, "threshold": 0.05, "policies": {"I": "layers[0:3]", "II": "layers[0:1].ffn", "III": "layers[-1:]", "IV": "layers[-1:].attention"}}],
+        "train": {"learning_rate": 3e-3, "epochs": 1, "batch_size": 4},
+        "eval": {"every": 3},
+    }
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "report", "anatomy", "demo"):
+        assert command in result.output
+
+
+def test_run_then_report(tiny_config, tmp_path):
+    result = runner.invoke(app, ["run", str(tiny_config), "seeds=[1,2]"])
+    assert result.exit_code == 0, result.output
+    assert "tgt avg" in result.output and "gap" in result.output
+    run_dir = tiny_config.parent / "runs" / "tiny-cli"
+    assert (run_dir / "summary.md").is_file()
+
+    again = runner.invoke(app, ["run", str(tiny_config), "seeds=[1,2]"])
+    assert again.exit_code == 1
+    assert "--resume" in again.output
+
+    report = runner.invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "rep")])
+    assert report.exit_code == 0, report.output
+    for name in ("test.md", "test.csv", "test.tex", "gap.png", "gap_loss.png", "lr_multipliers.png"):
+        assert (tmp_path / "rep" / name).is_file(), name
+    assert "| tiny-cli |" in (tmp_path / "rep" / "test.md").read_text()
+
+
+def test_bad_config_key_is_named(tiny_config):
+    result = runner.invoke(app, ["run", str(tiny_config), "train.lr=1e-5"])
+    assert result.exit_code == 1
+    assert "unknown key 'train.lr'" in result.output
+
+
+def test_report_on_a_folder_that_is_not_a_run(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "not an xlgap run folder" in result.output
+
+
+def test_anatomy_and_selectors(tmp_path):
+    model = write_tiny_model(tmp_path / "model")
+    result = runner.invoke(app, ["anatomy", model, "--select", "layers[0:2].ffn"])
+    assert result.exit_code == 0, result.output
+    assert "encoder.layer.1.intermediate.dense.weight" in result.output
+    assert "encoder.layer.2." not in result.output.split("layers[0:2].ffn")[-1]
+    bad = runner.invoke(app, ["anatomy", model, "--select", "layers[0:2].fnn"])
+    assert bad.exit_code == 1
+    assert "ffn" in bad.output  # the suggestion
+
+
+def test_demo_offline_without_data_says_what_to_set(monkeypatch):
+    monkeypatch.delenv("XLGAP_DATA", raising=False)
+    monkeypatch.setattr("xlgap.demo.hub_reachable", lambda timeout=5.0: False)
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 1
+    assert "--data-dir" in result.output and "XLGAP_DATA" in result.output

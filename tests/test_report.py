@@ -1,0 +1,105 @@
+"""Metrics, seed summaries, comparison tables and figures, checked on hand-made numbers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from xlgap.report.plots import multiplier_curves, phase_one_spans, write_figures
+from xlgap.report.tables import comparison, to_csv, to_latex, to_markdown
+from xlgap.results import load_run, summarize, summary_markdown
+from xlgap.train.evaluate import accuracy, language_scores
+
+
+def test_accuracy_ignores_unlabelled_positions():
+    predictions = np.array([[1, 2, 3, 0], [4, 4, 0, 0]])
+    labels = np.array([[1, 2, 0, -100], [4, -100, -100, -100]])
+    assert accuracy(predictions, labels) == pytest.approx(75.0)  # 3 of the 4 labelled positions
+
+
+def test_language_scores_and_gap():
+    scores = language_scores({"en": 90.0, "de": 80.0, "zh": 60.0}, ["en"], ["de", "zh"])
+    assert scores == {"source": 90.0, "target_avg": 70.0, "avg": pytest.approx(230 / 3), "gap": 20.0}
+
+
+def fake_result(name, seed, en, de, zh):
+    scores = {"en": en, "de": de, "zh": zh}
+    return {
+        "name": name,
+        "seed": seed,
+        "task": "udpos",
+        "metric": "accuracy",
+        "model": "bundled:multilingual-e5-small",
+        "methods": [],
+        "selection": "avg_dev",
+        "sources": ["en"],
+        "targets": ["de", "zh"],
+        "best_step": 10 * seed,
+        "test": {"scores": scores, **language_scores(scores, ["en"], ["de", "zh"])},
+    }
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    summary = summarize([fake_result("df", 1, 90, 80, 60), fake_result("df", 2, 92, 84, 62)])
+    assert summary["test"]["scores"]["de"] == {"mean": 82.0, "std": pytest.approx(2 * 2**0.5), "n": 2}
+    # gap per seed: 20 and 19 -> mean 19.5, std 0.707
+    assert summary["test"]["gap"]["mean"] == pytest.approx(19.5)
+    assert summary["test"]["gap"]["std"] == pytest.approx(0.5**0.5)
+    assert "82.0 ± 2.8" in summary_markdown(summary)
+
+
+def write_run(root, name, results, methods=(), records=None, losses=None):
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"name": name, "methods": list(methods)}))
+    for result in results:
+        seed_dir = folder / f"seed-{result['seed']}"
+        seed_dir.mkdir()
+        (seed_dir / "results.json").write_text(json.dumps(result))
+        if records:
+            (seed_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        if losses:
+            (seed_dir / "losses.json").write_text(json.dumps(losses))
+    return folder
+
+
+def test_comparison_has_methods_as_rows_and_languages_as_columns(tmp_path):
+    df = write_run(tmp_path, "df", [fake_result("df", 1, 90, 80, 60), fake_result("df", 2, 92, 84, 62)])
+    fsf = write_run(tmp_path, "fsf", [fake_result("fsf", 1, 91, 85, 65)])
+    table = comparison([load_run(df), load_run(fsf)])
+    assert table.columns == ["en", "de", "zh", "target avg", "gap"]
+    markdown = to_markdown(table)
+    assert "| df | 91.0 ± 1.4 | 82.0 ± 2.8 | 61.0 ± 1.4 | 71.5 ± 2.1 | 19.5 ± 0.7 |" in markdown
+    assert "| fsf | 91.0 | 85.0 | 65.0 | 75.0 | 16.0 |" in markdown
+    assert to_csv(table).splitlines()[2].startswith("fsf,91.0000,,85.0000,")
+    assert "82.0$_{\\pm 2.8}$" in to_latex(table)
+
+
+def test_phase_one_spans_follow_the_detector():
+    losses = [3.0, 2.5, 2.0, 1.5, 1.4, 1.38, 1.37, 1.36]
+    # window 2: updates 1-4 are P1 (fewer than 4 losses known before them); update 5 uses
+    # losses[0:4]: (3.0+2.5)/2 - (2.0+1.5)/2 = 1.0 > 0.1 -> P1; update 6: (2.5+2)/2-(1.5+1.4)/2 = 0.8 -> P1;
+    # update 7: (2+1.5)/2 - (1.4+1.38)/2 = 0.36 -> P1; update 8: (1.5+1.4)/2 - (1.38+1.37)/2 = 0.075 -> P2
+    assert phase_one_spans(losses, 2, 0.1) == [(1, 7)]
+
+
+def test_figures_are_written_and_multipliers_recomputed_per_update(tmp_path):
+    records = [
+        {"step": 2, "gap": 5.0, "train_loss": 2.0, "lr_multipliers": {"fsf.policy_I": 0.01}, "phase": "P1"},
+        {"step": 4, "gap": 8.0, "train_loss": 1.5, "lr_multipliers": {"fsf.policy_I": 1.0}, "phase": "P2"},
+    ]
+    losses = [3.0, 2.5, 1.0, 0.99, 0.98]
+    fsf = write_run(tmp_path, "fsf", [fake_result("fsf", 1, 91, 85, 65)], [{"name": "fsf", "window": 1, "threshold": 0.1}], records, losses)
+    df = write_run(tmp_path, "df", [fake_result("df", 1, 90, 80, 60)], [], records)
+    updates, groups = multiplier_curves(load_run(fsf))
+    assert updates == [1, 2, 3, 4, 5]
+    # window 1: update 3 sees 3.0 -> 2.5 (P1), update 4 sees 2.5 -> 1.0 (P1), update 5 sees 1.0 -> 0.99 (P2)
+    assert groups["fsf.policy_I"] == [0.01, 0.01, 0.01, 0.01, 1.0]
+    assert groups["fsf.policy_IV"] == [1.0, 1.0, 1.0, 1.0, 10.0]
+    assert groups["fsf.policy_II"][4] == pytest.approx(1 - 0.99**3)
+    paths = write_figures([load_run(df), load_run(fsf)], tmp_path / "figures")
+    assert [p.name for p in paths] == ["gap.png", "gap_loss.png", "lr_multipliers.png"]
+    assert all(p.stat().st_size > 10_000 for p in paths)
