@@ -18,16 +18,23 @@ import torch
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
-def provenance() -> str:
-    """One line: date, commit, machine, torch threads, and the exact command."""
+def _commit() -> str:
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=DOC.parent, check=True
         ).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True, text=True, cwd=DOC.parent).stdout
-        commit += "+uncommitted" if dirty.strip() else ""
     except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+        return "unknown"
+    return commit + ("+uncommitted" if dirty.strip() else "")
+
+
+STARTED_AT_COMMIT = _commit()  # the code that ran, even if the tree changes during a long benchmark
+
+
+def provenance() -> str:
+    """One line: date, commit at the start of the benchmark, machine, torch threads, and the exact command."""
+    commit = STARTED_AT_COMMIT
     command = " ".join(["python", *[os.path.relpath(sys.argv[0], DOC.parents[1]), *sys.argv[1:]]])
     return (
         f"Measured {date.today()} at commit `{commit}` on {platform.machine()} with {os.cpu_count()} CPU cores, "

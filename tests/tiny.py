@@ -24,10 +24,12 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_bert(num_labels: int = 3, layers: int = 4, seed: int = 0) -> BertForTokenClassification:
+def tiny_bert(num_labels: int = 3, layers: int = 4, seed: int = 0, dropout: float = 0.1) -> BertForTokenClassification:
     """A 4-layer, 16-wide random BERT token classifier over the tiny vocabulary."""
     torch.manual_seed(seed)
     config = BertConfig(
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
         vocab_size=len(SPECIALS) + len(WORDS),
         hidden_size=16,
         num_hidden_layers=layers,

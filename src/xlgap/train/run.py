@@ -11,6 +11,7 @@ complete checkpoint with the probe log cut back to it.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,7 +228,12 @@ def train_seed(
         "train_seconds": train_seconds,
         "train_steps_timed": trainer.state.global_step - first_step,
         "data": data.provenance,
-        "versions": {"xlgap": xlgap.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
+        "versions": {
+            "xlgap": xlgap.__version__,
+            "commit": source_commit(),
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+        },
         "device": str(trainer.args.device),
     }
     probed = {r["step"]: r["dev"] for r in read_records(probe.path)}
@@ -248,6 +254,19 @@ def train_seed(
     write_json_atomic(seed_dir / "results.json", results)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return results
+
+
+def source_commit() -> str | None:
+    """The git commit of the xlgap source tree (with "+dirty" for uncommitted changes), when it is a checkout."""
+    source = Path(xlgap.__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "."], cwd=source, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty.strip() else "")
 
 
 def evaluate_languages(

@@ -1,8 +1,10 @@
 """XlgapTrainer: transformers.Trainer with named lr groups, dynamic multipliers, penalties and probes.
 
 It keeps the Trainer's conventions (TrainingArguments, checkpoints, `resume_from_checkpoint`,
-`accelerate launch`) and changes four things:
+`accelerate launch`) and changes these things:
 
+- the default loss is normalised over the whole accumulated batch (train/losses.py: works around
+  a transformers bug that inflates the loss of BERT-style heads under gradient accumulation);
 - the optimizer has one param group per combination of method groups (`optimizer_groups`), whose lr
   is `schedule(step) x static scale x the methods' dynamic multipliers` (`with_multipliers`);
 - `compute_loss` adds the methods' penalties, records the task loss of every update (the statistics
@@ -36,6 +38,7 @@ from xlgap.methods.base import (
     group_multiplier,
     optimizer_groups,
 )
+from xlgap.train.losses import classification_loss
 from xlgap.train.probes import ProbeLog
 from xlgap.train.sampler import EpochSeededLengthGroupedSampler
 from xlgap.train.schedule import with_multipliers
@@ -69,6 +72,7 @@ class XlgapTrainer(Trainer):
         self._update_loss: torch.Tensor | None = None
         seed = getattr(args, "seed", 42)
         self.method.prepare(model, PrepareContext(seed=seed))
+        trainer_kwargs.setdefault("compute_loss_func", classification_loss)
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
         self.add_callback(_UpdateBoundary(self))
 
