@@ -103,3 +103,18 @@ def test_figures_are_written_and_multipliers_recomputed_per_update(tmp_path):
     paths = write_figures([load_run(df), load_run(fsf)], tmp_path / "figures")
     assert [p.name for p in paths] == ["gap.png", "gap_loss.png", "lr_multipliers.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+def test_probe_log_survives_a_write_cut_short(tmp_path):
+    from xlgap.train.probes import ProbeLog, read_records
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 4, "gap": 1.0}\n{"step": 8, "gap": 2.0}\n{"step": 12, "ga')
+    assert [r["step"] for r in read_records(path)] == [4, 8]
+    log = ProbeLog(path, "accuracy", ["en"], ["de"], "avg_dev")
+    assert log.last_step == 8
+    log.truncate(4)
+    assert path.read_text() == '{"step": 4, "gap": 1.0}\n'
+    path.write_text('{"step": 4}\nnot json\n')
+    with pytest.raises(ValueError, match="metrics.jsonl:2: not a JSON record"):
+        read_records(path)

@@ -8,6 +8,7 @@ method group's lr multiplier, and the methods' own values (FSF's phase and phi).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -17,14 +18,23 @@ from typing import Any
 from xlgap.methods.base import Method, TrainingStats
 from xlgap.train.evaluate import language_scores
 
+log = logging.getLogger(__name__)
+
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """All probe records of a `metrics.jsonl` file (empty when the file does not exist)."""
     path = Path(path)
     if not path.exists():
         return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        # A record is written with its newline in one flushed write: an unterminated last line is a
+        # write cut short by a crash, and the probe it belonged to is repeated after resuming.
+        log.warning("%s: ignoring an unfinished last line (a write interrupted by a crash)", path)
+        lines = lines[:-1]
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
