@@ -133,3 +133,22 @@ def test_existing_folder_needs_resume_or_overwrite_and_same_config(tiny_setup, t
         run_experiment(changed, resume=True)
     run_experiment(changed, overwrite=True)
     assert load_run(tmp_path / "tiny").results[0]["steps"] == 6
+
+
+def test_a_language_without_dev_set_is_tested_but_not_probed(tiny_setup, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    model, data = tiny_setup
+    local = tmp_path / "data"
+    shutil.copytree(data, local)
+    (Path(local) / "udpos" / "dev-fr.tsv").unlink()
+    cfg = make_config((model, str(local)), tmp_path / "runs", train={"epochs": 1})
+    run_experiment(cfg)
+    run = load_run(tmp_path / "runs" / "tiny")
+    result = run.results[0]
+    assert set(result["test"]["scores"]) == {"en", "de", "fr"}
+    assert set(result["dev"]["scores"]) == {"en", "de"}
+    assert result["dev"]["target_avg"] == result["dev"]["scores"]["de"]
+    assert all(set(r["dev"]) == {"en", "de"} for r in run.records[3])
+    assert result["data"]["dev.fr"]["note"].startswith("no dev set")

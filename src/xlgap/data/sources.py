@@ -40,6 +40,10 @@ class DataSourceError(RuntimeError):
     """No data could be found or loaded for a task/language/split; says what was tried."""
 
 
+class SplitNotFoundError(DataSourceError):
+    """The task has no data for that language and split in any source tried (e.g. XTREME test-only languages)."""
+
+
 class HubUnreachableError(DataSourceError):
     """The Hugging Face hub could not be reached; says what to set instead."""
 
@@ -189,7 +193,7 @@ def load_split(
     if hub or hub_repo is not None:
         return _from_hub(spec, language, split, hub_repo or spec.hub.repo, cache_dir)
     tried.append(f"hub {spec.hub.repo} config {spec.hub.config_for(language)} (hub not enabled)")
-    raise DataSourceError(
+    raise SplitNotFoundError(
         f"no {spec.name} {split} data for language {language!r}. Tried:\n"
         + "".join(f"  - {t}\n" for t in tried)
         + f"Set data.files[{key!r}] to a file, data.dir to a folder in the XTREME layout, "
@@ -213,6 +217,8 @@ def _from_hub(
             f"data.dir at a local copy in the XTREME layout or set data.files['{split}.{language}'] to a file."
         ) from err
     except (ValueError, FileNotFoundError) as err:
+        if "Unknown split" in str(err):
+            raise SplitNotFoundError(f"{what}: no such split ({err})") from err
         raise DataSourceError(f"{what}: {err}") from err
     origin = Origin(hub_repo=repo, hub_config=config, hub_split=hub_split)
     examples, skipped = _examples_from_hub(task, dataset, str(origin))

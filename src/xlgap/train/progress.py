@@ -65,6 +65,9 @@ class RunProgress:
             table.add_column(column, justify="right" if column in ("examples", "sequences", "tokens") else "left")
         for key, info in provenance.items():
             origin = info["origin"]
+            if origin is None:
+                table.add_row(key, "-", "-", "-", info["note"])
+                continue
             where = ", ".join(origin.get("files", [])) or f"hub {origin.get('hub_repo')} {origin.get('hub_config')}"
             if origin.get("subset"):
                 where += f" [{origin['subset']}]"

@@ -10,6 +10,7 @@ complete checkpoint with the probe log cut back to it.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import time
@@ -28,7 +29,7 @@ import xlgap
 from xlgap.config import ExperimentConfig, dump_config
 from xlgap.data.encode import collator_for, encode_split
 from xlgap.data.sampling import subsample_split
-from xlgap.data.sources import SplitData, available_languages, load_split
+from xlgap.data.sources import SplitData, SplitNotFoundError, available_languages, load_split
 from xlgap.data.tasks import TaskSpec, get_task
 from xlgap.languages import check_language
 from xlgap.methods import build_methods
@@ -39,6 +40,8 @@ from xlgap.train.probes import ProbeLog, read_records
 from xlgap.train.progress import RunProgress
 from xlgap.train.trainer import XlgapTrainer, latest_checkpoint
 from xlgap.utils.files import read_json, replace_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 
 class RunFolderError(RuntimeError):
@@ -102,11 +105,20 @@ def prepare_data(cfg: ExperimentConfig, task: TaskSpec, tokenizer: Any) -> Exper
     train_parts = [encoded(s, cfg.data.train_split, cfg.data.max_train_examples, "train") for s in sources]
     train = train_parts[0] if len(train_parts) == 1 else _concat(train_parts)
     languages = [*sources, *targets]
-    dev = {lang: _by_length(encoded(lang, "dev", cfg.data.max_dev_examples)) for lang in languages}
+    dev = {}
+    for lang in languages:
+        try:
+            dev[lang] = _by_length(encoded(lang, "dev", cfg.data.max_dev_examples))
+        except SplitNotFoundError:
+            if lang in sources:
+                raise
+            # XTREME has test-only languages (udpos kk, th, tl, yo): tested, but not probed or selected on.
+            log.warning("no dev set for %s: it is tested but left out of the probes and model selection", lang)
+            provenance[f"dev.{lang}"] = {"origin": None, "note": "no dev set; left out of probes and selection"}
     if cfg.eval.probe_examples is None:
         probe = dev
     else:
-        probe = {lang: _by_length(encoded(lang, "dev", cfg.eval.probe_examples, "probe")) for lang in languages}
+        probe = {lang: _by_length(encoded(lang, "dev", cfg.eval.probe_examples, "probe")) for lang in dev}
     test = {}
     if cfg.eval.test:
         test = {lang: _by_length(encoded(lang, "test", cfg.data.max_test_examples)) for lang in languages}
@@ -181,7 +193,7 @@ def train_seed(
         seed_dir / "metrics.jsonl",
         task.metric,
         data.sources,
-        data.targets,
+        [t for t in data.targets if t in data.probe],
         cfg.eval.selection,
         on_record=progress.show_record if progress else None,
     )
@@ -244,7 +256,8 @@ def train_seed(
             scores = probed[best_step]  # the selected model was probed on exactly these sets
         else:
             scores = evaluate_languages(trainer, sets, task.metric, split, progress)
-        results[split] = {"scores": scores, **language_scores(scores, data.sources, data.targets)}
+        targets = [t for t in data.targets if t in scores]
+        results[split] = {"scores": scores, **language_scores(scores, data.sources, targets)}
 
     if cfg.save_model:
         tmp = seed_dir / ".model.tmp"
