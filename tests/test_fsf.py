@@ -18,7 +18,12 @@ from xlgap.methods.fsf import (
 )
 from xlgap.train.trainer import XlgapTrainer
 
-SETS_4_LAYERS = {"I": "layers[0:3]", "II": "layers[0:1].ffn", "III": "layers[-1:]", "IV": "layers[-1:].attention"}
+SETS_4_LAYERS = {
+    "I": "layers[0:3]",
+    "II": "layers[0:1].ffn",
+    "III": "layers[-1:]",
+    "IV": "layers[-1:].attention",
+}
 
 
 def test_phase_one_before_two_windows_and_while_loss_falls_fast():
@@ -87,13 +92,17 @@ def test_fs_and_ff_are_the_halves():
 
 def test_groups_follow_the_selectors_and_policy_three_spares_its_set():
     model = tiny_bert()
-    fsf = FineTuningSlowFast(policies={"I": "layers[0:4]", "II": SETS_4_LAYERS["II"], "III": "layers[-1:]", "IV": None})
+    fsf = FineTuningSlowFast(
+        policies={"I": "layers[0:4]", "II": SETS_4_LAYERS["II"], "III": "layers[-1:]", "IV": None}
+    )
     groups = fsf.param_groups(model)
     assert set(groups) == {"fsf.policy_I", "fsf.policy_II", "fsf.policy_III"}
     slow = groups["fsf.policy_I"].params
     assert not any(".layer.3." in n for n in slow)  # layer 3 is in policy III's set
     assert any(".layer.2." in n for n in slow)
-    assert all(".layer.0." in n and ("intermediate" in n or "output" in n) for n in groups["fsf.policy_II"].params)
+    assert all(
+        ".layer.0." in n and ("intermediate" in n or "output" in n) for n in groups["fsf.policy_II"].params
+    )
     assert not any("attention" in n for n in groups["fsf.policy_II"].params)
 
 
@@ -147,7 +156,9 @@ def test_optimizer_lrs_are_schedule_times_multipliers(tmp_path):
         disable_tqdm=True,
         use_cpu=True,
     )
-    method = FineTuningSlowFast(c1=0.01, c2=10, r=3, window=window, threshold=threshold, policies=SETS_4_LAYERS)
+    method = FineTuningSlowFast(
+        c1=0.01, c2=10, r=3, window=window, threshold=threshold, policies=SETS_4_LAYERS
+    )
     trainer = XlgapTrainer(
         tiny_bert(),
         args,
@@ -204,3 +215,28 @@ def test_calibrated_threshold_puts_phase_one_on_the_first_fifth_of_the_reference
     # the window drop just after update 20 is the largest of the rest: drop(20) = mean(L1..10) - mean(L11..20)
     drop = sum(losses[:10]) / 10 - sum(losses[10:20]) / 10
     assert threshold == pytest.approx(math.ceil(drop * 100) / 100)
+
+
+def test_fsf_with_a_frozen_set_warns_and_trains(tmp_path, caplog):
+    from xlgap.methods import Compose, Freeze
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        max_steps=3,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    method = Compose(Freeze("layers[0:3]"), FineTuningSlowFast(window=1, policies=SETS_4_LAYERS))
+    trainer = XlgapTrainer(
+        tiny_bert(),
+        args,
+        train_dataset=token_dataset(24),
+        data_collator=DataCollatorForTokenClassification(tiny_tokenizer()),
+        method=method,
+    )
+    trainer.train()
+    assert "fsf.policy_I has no trainable parameter" in caplog.text
+    assert trainer.state.global_step == 3

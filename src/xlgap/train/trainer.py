@@ -21,6 +21,7 @@ Use it in your own script like the Trainer: `XlgapTrainer(model, args, ..., meth
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from xlgap.train.schedule import with_multipliers
 from xlgap.utils.files import read_json, write_json_atomic
 
 STATE_FILE = "xlgap_state.json"
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -69,6 +71,7 @@ class XlgapTrainer(Trainer):
         self.probe = probe
         self.stats = TrainingStats()
         self.group_specs: list[OptimizerGroupSpec] = []
+        self.declared_groups: set[str] = set()
         self._update_loss: torch.Tensor | None = None
         seed = getattr(args, "seed", 42)
         self.method.prepare(model, PrepareContext(seed=seed))
@@ -84,12 +87,14 @@ class XlgapTrainer(Trainer):
             return self.optimizer
         opt_model = self.model if model is None else model
         named = dict(opt_model.named_parameters())
+        method_groups = self.method.param_groups(opt_model)
+        self.declared_groups = set(method_groups)
         self.group_specs = optimizer_groups(
-            named.items(),
-            self.method.param_groups(opt_model),
-            set(self.get_decay_parameter_names(opt_model)),
-            self.args.weight_decay,
+            named.items(), method_groups, set(self.get_decay_parameter_names(opt_model)), self.args.weight_decay
         )
+        trained = {g for spec in self.group_specs for g in spec.member_of}
+        for name in sorted(self.declared_groups - trained):
+            log.warning("parameter group %s has no trainable parameter (all frozen): its lr multiplier has no effect", name)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         lr = optimizer_kwargs.pop("lr", self.args.learning_rate)
         groups = [
@@ -120,10 +125,9 @@ class XlgapTrainer(Trainer):
     def multipliers_at(self, step: int) -> list[float]:
         """The dynamic multiplier of every optimizer group for the update after `step` completed ones."""
         wanted = self.method.lr_multipliers(step, self.stats)
-        known = {g for spec in self.group_specs for g in spec.member_of}
-        unknown = sorted(set(wanted) - known)
-        if unknown:
-            raise ValueError(f"methods asked for multipliers of groups without parameters: {unknown}")
+        undeclared = sorted(set(wanted) - self.declared_groups)
+        if undeclared:
+            raise ValueError(f"methods asked for multipliers of groups they did not declare: {undeclared}")
         return [group_multiplier(spec.member_of, wanted) for spec in self.group_specs]
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
