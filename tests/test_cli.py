@@ -83,3 +83,13 @@ def test_demo_offline_without_data_says_what_to_set(monkeypatch):
     result = runner.invoke(app, ["demo"])
     assert result.exit_code == 1
     assert "--data-dir" in result.output and "XLGAP_DATA" in result.output
+
+
+def test_interrupt_says_how_to_resume(tiny_config, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("xlgap.train.run.run_experiment", interrupted)
+    result = runner.invoke(app, ["run", str(tiny_config), "seeds=[5]"])
+    assert result.exit_code == 130
+    assert f"xlgap run {tiny_config} seeds=[5] --resume" in result.output.replace("\n", "")

@@ -60,7 +60,8 @@ def run(
     except NonFiniteLossError as err:
         _fail(f"{err}\nresume from the last checkpoint with: xlgap run {config} --resume")
     except KeyboardInterrupt:
-        console.print(f"\ninterrupted; continue with: xlgap run {config} {' '.join(overrides or [])} --resume")
+        command = " ".join(["xlgap run", str(config), *(overrides or []), "--resume"])
+        console.print(f"\ninterrupted; continue with: {command}")
         raise typer.Exit(code=130) from None
     _print_tables([load_run(cfg.run_dir)])
     console.print(f"results: {cfg.run_dir}/summary.md")
