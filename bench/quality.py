@@ -14,18 +14,40 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from statistics import fmean
+
+from scipy.stats import ttest_ind
 
 from benchdoc import update_section
 from xlgap.config import load_config
 from xlgap.methods.fsf import calibrate_threshold
 from xlgap.report.plots import write_figures
 from xlgap.report.tables import comparison, to_markdown
-from xlgap.results import load_run
+from xlgap.results import Run, load_run
 from xlgap.train.progress import RunProgress
 from xlgap.train.run import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = [("udpos.yaml", "DF", [1, 2, 3]), ("udpos-fsf.yaml", "FSF", [1, 2, 3]), ("udpos-fs.yaml", "FS", [1]), ("udpos-ff.yaml", "FF", [1])]
+
+
+def differences(runs: list[Run]) -> list[str]:
+    """One line per method: its test source score, target average and gap minus DF's, with Welch's t-test
+    p-value over seeds where both have several."""
+    reference, lines = runs[0], []
+    labels = {"source": "English", "target_avg": "target average", "gap": "gap"}
+    for run in runs[1:]:
+        parts = []
+        for key, label in labels.items():
+            ours = [r["test"][key] for r in run.results]
+            theirs = [r["test"][key] for r in reference.results]
+            part = f"{label} {fmean(ours) - fmean(theirs):+.1f}"
+            if len(ours) > 1 and len(theirs) > 1:
+                part += f" (Welch p = {ttest_ind(ours, theirs, equal_var=False).pvalue:.2f})"
+            parts.append(part)
+        seeds = f"{len(run.results)} vs {len(reference.results)} seeds"
+        lines.append(f"- {run.name} − {reference.name} ({seeds}): " + ", ".join(parts) + ".")
+    return lines
 
 
 def main() -> None:
@@ -66,6 +88,10 @@ def main() -> None:
             "loss curve so that P1 covers the first 20% of updates (Guo et al. Section 2.2); c1 = 0.01, c2 = 10, r = 3.",
             "",
             to_markdown(comparison(runs, "test")),
+            "Differences from DF on test (points):",
+            "",
+            *differences(runs),
+            "",
             "Dev (selection set, 200 sentences per language):",
             "",
             to_markdown(comparison(runs, "dev")),

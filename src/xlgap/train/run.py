@@ -132,8 +132,13 @@ def _concat(parts: list[Dataset]) -> Dataset:
 
 
 def _by_length(dataset: Dataset) -> Dataset:
-    """Evaluation order by length, so batches hold sentences of similar length (less padding)."""
-    return dataset.sort("length", reverse=True)
+    """Evaluation order by length, longest first, so batches hold sentences of similar length (less padding).
+
+    A stable argsort rather than `Dataset.sort`, which warns under pyarrow >= 25.
+    """
+    lengths = dataset["length"]
+    order = sorted(range(len(dataset)), key=lambda i: -lengths[i])
+    return dataset.select(order)
 
 
 def training_arguments(cfg: ExperimentConfig, seed: int, output_dir: Path) -> TrainingArguments:
