@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 import yaml
+from rich.console import Console
 
 from xlgap.report.plots import multiplier_curves, phase_one_spans, write_figures
-from xlgap.report.tables import comparison, to_csv, to_latex, to_markdown
+from xlgap.report.tables import comparison, print_table, to_csv, to_latex, to_markdown
 from xlgap.results import load_run, summarize, summary_markdown
 from xlgap.train.evaluate import accuracy, language_scores
 
@@ -76,6 +77,17 @@ def test_comparison_has_methods_as_rows_and_languages_as_columns(tmp_path):
     assert "| fsf | 91.0 | 85.0 | 65.0 | 75.0 | 16.0 |" in markdown
     assert to_csv(table).splitlines()[2].startswith("fsf,91.0000,,85.0000,")
     assert "82.0$_{\\pm 2.8}$" in to_latex(table)
+
+
+def test_terminal_table_is_never_cropped_on_a_narrow_console(tmp_path):
+    results = [fake_result("df", 1, 90, 80, 60), fake_result("df", 2, 92, 84, 62)]
+    table = comparison([load_run(write_run(tmp_path, "df", results))])
+    console = Console(width=40, record=True, force_terminal=False)
+    print_table(console, table)
+    text = console.export_text()
+    assert "…" not in text
+    assert "82.0 ± 2.8" in text and "19.5 ± 0.7" in text
+    assert console.width == 40
 
 
 def test_phase_one_spans_follow_the_detector():

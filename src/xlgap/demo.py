@@ -30,9 +30,9 @@ SIZES: dict[str, Any] = {
     "batch size": 16,
     "epochs": 1,
     "learning rate": 1e-4,
-    "probe every (updates)": 20,
+    "probe every (updates)": 25,
     "dev sentences per language (probes)": 40,
-    "test sentences per language": 150,
+    "test sentences per language": 100,
     "FSF window (updates)": 10,
     "FSF threshold (loss drop)": "calibrated on the DF run",
 }

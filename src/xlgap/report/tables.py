@@ -66,8 +66,13 @@ def to_rich(table: Comparison) -> Table:
 def print_table(console: Console, table: Comparison) -> None:
     """Print the table at its natural width, even on a narrow terminal or into a file (no squeezed cells)."""
     rendered = to_rich(table)
-    width = Measurement.get(console, console.options, rendered).maximum
-    console.print(rendered, width=max(console.width, width))
+    natural = Measurement.get(console, console.options.update_width(10_000), rendered).maximum
+    terminal = console.width
+    console.width = max(terminal, natural)  # print() cannot render wider than the console itself
+    try:
+        console.print(rendered, crop=False)
+    finally:
+        console.width = terminal
 
 
 def to_markdown(table: Comparison) -> str:
