@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from transformers import DataCollatorForTokenClassification, TrainerCallback, TrainingArguments
+from transformers import TrainerCallback
 
-from tiny import tiny_bert, tiny_tokenizer, token_dataset
+from tiny import tiny_bert, tiny_trainer
 from xlgap.methods import FineTuningFast, FineTuningSlow, FineTuningSlowFast, TrainingStats, build_method
 from xlgap.methods.fsf import (
     adaptive_multiplier,
@@ -16,7 +16,6 @@ from xlgap.methods.fsf import (
     in_phase_one,
     loss_ratio,
 )
-from xlgap.train.trainer import XlgapTrainer
 
 SETS_4_LAYERS = {
     "I": "layers[0:3]",
@@ -144,27 +143,18 @@ class _RecordLrs(TrainerCallback):
 
 def test_optimizer_lrs_are_schedule_times_multipliers(tmp_path):
     lr, window, threshold = 1e-2, 2, 0.05
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
+    method = FineTuningSlowFast(
+        c1=0.01, c2=10, r=3, window=window, threshold=threshold, policies=SETS_4_LAYERS
+    )
+    trainer = tiny_trainer(
+        tmp_path,
+        method,
+        examples=96,
         per_device_train_batch_size=8,
         learning_rate=lr,
         num_train_epochs=2,
         lr_scheduler_type="linear",
         warmup_steps=0,
-        report_to=[],
-        save_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-    )
-    method = FineTuningSlowFast(
-        c1=0.01, c2=10, r=3, window=window, threshold=threshold, policies=SETS_4_LAYERS
-    )
-    trainer = XlgapTrainer(
-        tiny_bert(),
-        args,
-        train_dataset=token_dataset(96),
-        data_collator=DataCollatorForTokenClassification(tiny_tokenizer()),
-        method=method,
     )
     recorder = _RecordLrs(trainer)
     trainer.add_callback(recorder)
@@ -220,23 +210,8 @@ def test_calibrated_threshold_puts_phase_one_on_the_first_fifth_of_the_reference
 def test_fsf_with_a_frozen_set_warns_and_trains(tmp_path, caplog):
     from xlgap.methods import Compose, Freeze
 
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=8,
-        max_steps=3,
-        report_to=[],
-        save_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-    )
     method = Compose(Freeze("layers[0:3]"), FineTuningSlowFast(window=1, policies=SETS_4_LAYERS))
-    trainer = XlgapTrainer(
-        tiny_bert(),
-        args,
-        train_dataset=token_dataset(24),
-        data_collator=DataCollatorForTokenClassification(tiny_tokenizer()),
-        method=method,
-    )
+    trainer = tiny_trainer(tmp_path, method, examples=24, per_device_train_batch_size=8, max_steps=3)
     trainer.train()
     assert "fsf.policy_I has no trainable parameter" in caplog.text
     assert trainer.state.global_step == 3

@@ -4,36 +4,26 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import DataCollatorForTokenClassification, TrainingArguments
 
-from tiny import tiny_bert, tiny_tokenizer, token_dataset
+from tiny import tiny_bert, tiny_trainer
 from xlgap.methods import FineTuningSlowFast
-from xlgap.train.trainer import XlgapTrainer
 
 
 def train(tmp_path, batch_size, grad_accum, **extra):
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
+    method = FineTuningSlowFast(window=2, threshold=0.05, policies={"I": "layers[0:3]", "IV": "layers[-1:].attention"})
+    trainer = tiny_trainer(
+        tmp_path,
+        method,
+        examples=48,
+        model=tiny_bert(dropout=0.0),
         per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=grad_accum,
         learning_rate=5e-3,
         num_train_epochs=2,
         warmup_steps=0.1,
         train_sampling_strategy="group_by_length",
-        report_to=[],
-        save_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
         seed=7,
         **extra,
-    )
-    method = FineTuningSlowFast(window=2, threshold=0.05, policies={"I": "layers[0:3]", "IV": "layers[-1:].attention"})
-    trainer = XlgapTrainer(
-        tiny_bert(dropout=0.0),
-        args,
-        train_dataset=token_dataset(48),
-        data_collator=DataCollatorForTokenClassification(tiny_tokenizer()),
-        method=method,
     )
     trainer.train()
     return trainer

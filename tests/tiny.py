@@ -57,6 +57,25 @@ def token_dataset(n: int = 64, seed: int = 0, num_labels: int = 3) -> Dataset:
     return Dataset.from_dict(rows)
 
 
+def tiny_trainer(output_dir, method, examples: int, model=None, **training_args):
+    """An XlgapTrainer on `examples` sentences of `token_dataset` with a tiny BERT, on CPU, without
+    checkpoints, logs or progress bars; `training_args` go to TrainingArguments."""
+    from transformers import DataCollatorForTokenClassification, TrainingArguments
+
+    from xlgap.train.trainer import XlgapTrainer
+
+    args = TrainingArguments(
+        output_dir=str(output_dir), report_to=[], save_strategy="no", disable_tqdm=True, use_cpu=True, **training_args
+    )
+    return XlgapTrainer(
+        model if model is not None else tiny_bert(),
+        args,
+        train_dataset=token_dataset(examples),
+        data_collator=DataCollatorForTokenClassification(tiny_tokenizer()),
+        method=method,
+    )
+
+
 def write_tiny_model(folder) -> str:
     """Save a tiny random BERT encoder and its tokenizer as a model folder; returns its path."""
     from transformers import BertModel
