@@ -7,7 +7,7 @@ import math
 import pytest
 from transformers import TrainerCallback
 
-from tiny import tiny_bert, tiny_trainer
+from tiny import SETS_4_LAYERS, tiny_bert, tiny_trainer
 from xlgap.methods import FineTuningFast, FineTuningSlow, FineTuningSlowFast, TrainingStats, build_method
 from xlgap.methods.fsf import (
     adaptive_multiplier,
@@ -16,13 +16,6 @@ from xlgap.methods.fsf import (
     in_phase_one,
     loss_ratio,
 )
-
-SETS_4_LAYERS = {
-    "I": "layers[0:3]",
-    "II": "layers[0:1].ffn",
-    "III": "layers[-1:]",
-    "IV": "layers[-1:].attention",
-}
 
 
 def test_phase_one_before_two_windows_and_while_loss_falls_fast():

@@ -117,6 +117,17 @@ def test_figures_are_written_and_multipliers_recomputed_per_update(tmp_path):
     assert all(p.stat().st_size > 10_000 for p in paths)
 
 
+def test_gated_policy_four_is_replayed_from_the_saved_cka(tmp_path):
+    losses = [1.0] * 7  # flat: P2 from update 3 on (window 1)
+    spec = {"name": "fsf", "window": 1, "threshold": 0.1, "iv_gate": "cka", "cka_every": 2}
+    run = write_run(tmp_path, "fsf", [fake_result("fsf", 1, 91, 85, 65)], [spec], losses=losses)
+    cka = [{"step": 0, "layers": [1.0, 1.0]}, {"step": 2, "layers": [0.8, 0.8]}, {"step": 4, "layers": [0.9, 0.9]}]
+    (run / "seed-1" / "cka.json").write_text(json.dumps(cka))
+    _, groups = multiplier_curves(load_run(run))
+    # updates 3-5 are sped up (CKA falling, the step-4 measurement acts from update 6 on), 6-7 are not
+    assert groups["fsf.policy_IV"] == [1.0, 1.0, 10.0, 10.0, 10.0, 1.0, 1.0]
+
+
 def test_probe_log_survives_a_write_cut_short(tmp_path):
     from xlgap.train.probes import ProbeLog, read_records
 

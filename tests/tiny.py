@@ -11,6 +11,15 @@ SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 WORDS = [f"w{i}" for i in range(40)]
 
 
+# FSF's sets for the 4-layer tiny BERT (the paper's are for 12 layers).
+SETS_4_LAYERS = {
+    "I": "layers[0:3]",
+    "II": "layers[0:1].ffn",
+    "III": "layers[-1:]",
+    "IV": "layers[-1:].attention",
+}
+
+
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer over w0..w39 with XLM-R style specials (<s>=0, <pad>=1, </s>=2, <unk>=3)."""
     vocab = {tok: i for i, tok in enumerate(SPECIALS + WORDS)}

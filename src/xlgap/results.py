@@ -1,7 +1,8 @@
 """Run folders: reading them back, and the summary of a run over its seeds.
 
 Layout: `<run>/config.yaml`, `<run>/seed-<s>/metrics.jsonl` (probes), `<run>/seed-<s>/losses.json`
-(the loss of every update), `<run>/seed-<s>/results.json` (final per-language scores), `<run>/summary.json` and `<run>/summary.md` (mean ± std over seeds).
+(the loss of every update), `<run>/seed-<s>/cka.json` (CKA measurements, when taken),
+`<run>/seed-<s>/results.json` (final per-language scores), `<run>/summary.json` and `<run>/summary.md` (mean ± std over seeds).
 Aggregates (source, target average, average, gap) are computed per seed first, then averaged, so
 their std is the spread over seeds.
 """
@@ -100,6 +101,7 @@ class Run:
     results: list[dict[str, Any]] = field(default_factory=list)
     records: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     losses: dict[int, list[float]] = field(default_factory=dict)
+    cka: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -130,6 +132,8 @@ def load_run(run_dir: Path) -> Run:
         run.records[seed] = read_records(folder / "metrics.jsonl")
         if (folder / "losses.json").exists():
             run.losses[seed] = read_json(folder / "losses.json")
+        if (folder / "cka.json").exists():
+            run.cka[seed] = read_json(folder / "cka.json")
         if (folder / "results.json").exists():
             run.results.append(read_json(folder / "results.json"))
     return run

@@ -1,0 +1,1 @@
+"""Analyses of fine-tuned models: representation similarity to the pretrained model (CKA)."""

@@ -9,6 +9,8 @@ CLIs, files or the Trainer. Any of these hooks may be implemented (the defaults 
   completed updates, computed from `stats` (the loss of every completed update).
 - `penalty(model)`: an extra loss term, or None.
 - `probe_values(step, stats)`: extra numbers (phase flags, ...) to log with each probe.
+- `cka_every()`: how often (in updates) the trainer should measure each layer's CKA to the pretrained
+  model on the training batch into `stats.cka`, or None (the default: never).
 - `state_dict()` / `load_state_dict(state)`: whatever is needed to resume exactly.
 
 A parameter's learning rate at an update is `schedule(step) x (product of the static scales of the
@@ -28,17 +30,21 @@ from torch import nn
 
 @dataclass
 class TrainingStats:
-    """What dynamic methods observe: the training loss of every completed optimizer update, in order."""
+    """What dynamic methods observe: the training loss of every completed optimizer update, in order,
+    and, when a method asks for it, each layer's CKA to the pretrained model measured every few updates
+    (`{"step": completed updates, "layers": [CKA of layer 0, 1, ...]}`, in order of step)."""
 
     losses: list[float] = field(default_factory=list)
+    cka: list[dict[str, Any]] = field(default_factory=list)
 
     def state_dict(self) -> dict[str, Any]:
         """The statistics as plain lists (saved in checkpoints)."""
-        return {"losses": list(self.losses)}
+        return {"losses": list(self.losses), "cka": [dict(m) for m in self.cka]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore statistics saved by `state_dict`."""
         self.losses = [float(x) for x in state["losses"]]
+        self.cka = [{"step": int(m["step"]), "layers": [float(v) for v in m["layers"]]} for m in state.get("cka", [])]
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,10 @@ class Method:
     def probe_values(self, step: int, stats: TrainingStats) -> dict[str, Any]:
         """Extra values logged with each probe (default: none)."""
         return {}
+
+    def cka_every(self) -> int | None:
+        """Updates between CKA measurements this method needs in `stats.cka` (default: None, none)."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """State needed to resume exactly (default: nothing)."""
@@ -125,6 +135,10 @@ class Compose(Method):
         for method in self.methods:
             values.update(method.probe_values(step, stats))
         return values
+
+    def cka_every(self) -> int | None:
+        wanted = [every for every in (m.cka_every() for m in self.methods) if every]
+        return min(wanted) if wanted else None
 
     def state_dict(self) -> dict[str, Any]:
         return {str(i): m.state_dict() for i, m in enumerate(self.methods)}

@@ -6,7 +6,8 @@ Four learning-rate policies act on four weight sets, switched by a phase detecto
 - policy I   (set S1, default `layers[0:10]`):           K = c1 while in phase P1;
 - policy II  (set S2, default `layers[0:4].ffn`):        K = R(phi) = max(1 - phi^r, 0) outside P1;
 - policy III (set V1, default `layers[-2:]`):            never slowed down in P1 (K = 1);
-- policy IV  (set V2, default `layers[-2:].attention`):  K = c2 outside P1;
+- policy IV  (set V2, default `layers[-2:].attention`):  K = c2 outside P1 (with `iv_gate="cka"`,
+  only while the CKA of the last two layers to the pretrained model is still falling, Section 3.2);
 - every other weight keeps K = 1.
 
 With windows of `w` updates, prev = mean(loss[t-2w : t-w]) and recent = mean(loss[t-w : t]):
@@ -19,7 +20,12 @@ Settled ambiguities (the same everywhere, per the digest):
 - "weights" are weight matrices with their biases and LayerNorms (the anatomy's components);
 - policy III is realised as an exclusion: weights in V1 are removed from policy I's set, so that
   "do not slow V1 down in P1" holds even when the sets overlap (with the paper's sets they do not);
-- policies compose by product, which reproduces Eq. 2 because each is 1 when it is not active.
+- policies compose by product, which reproduces Eq. 2 because each is 1 when it is not active;
+- CKA gate: the trainer measures each layer's CKA to the pretrained model on the training batch every
+  `cka_every` updates; the CKA of the top layers "is still falling" until the mean over the last two
+  layers at a measurement is not below the one before it (with fewer than two measurements, it is
+  falling). A measurement taken after update u acts from the lr of update u + 2 on (the lr of u + 1 is
+  set before it is taken), in training and when the multipliers are recomputed for plots alike.
 
 FS is policies I+II only, FF is policies III+IV only; the Table 8 ablations are other assignments of
 sets to policies (see `configs/fsf-ablations/`). The default sets are for 12-layer encoders; other depths
@@ -85,6 +91,22 @@ def adaptive_multiplier(phi: float, r: float) -> float:
     return max(1.0 - phi**r, 0.0)
 
 
+CKA_TOP_LAYERS = 2
+
+
+def top_cka(measurement: dict[str, Any]) -> float:
+    """Mean CKA to the pretrained model of the last two layers in one measurement."""
+    top = measurement["layers"][-CKA_TOP_LAYERS:]
+    return sum(top) / len(top)
+
+
+def cka_still_falling(measurements: list[dict[str, Any]]) -> bool:
+    """True until the top layers' CKA at the latest measurement is not below the one before it."""
+    if len(measurements) < 2:
+        return True
+    return top_cka(measurements[-1]) < top_cka(measurements[-2])
+
+
 def calibrate_threshold(losses: list[float], window: int, p1_fraction: float = 0.2) -> float:
     """A phase-P1 threshold for short runs, from the loss curve of a plain fine-tuning run.
 
@@ -140,6 +162,8 @@ class FineTuningSlowFast(Method):
         window: int = 100,
         threshold: float = 0.1,
         policies: dict[str, str | None] | None = None,
+        iv_gate: str | None = None,
+        cka_every: int = 100,
     ):
         unknown = sorted(set(policies or {}) - set(POLICIES))
         if unknown:
@@ -153,11 +177,16 @@ class FineTuningSlowFast(Method):
             raise ValueError(f"fsf c2: expected a speed-up factor >= 1, got {c2}")
         if r <= 0:
             raise ValueError(f"fsf r: expected a positive exponent, got {r}")
+        if iv_gate not in (None, "cka"):
+            raise ValueError(f"fsf iv_gate: expected null (policy IV for all of P2) or 'cka', got {iv_gate!r}")
+        if cka_every <= 0:
+            raise ValueError(f"fsf cka_every: expected a positive number of updates, got {cka_every}")
         if not any(policies.get(p) for p in POLICIES):
             raise ValueError("fsf policies: every policy is switched off; use plain fine-tuning instead")
         self.c1, self.c2, self.r = c1, c2, r
         self.window, self.threshold = window, threshold
         self.policies = policies
+        self.iv_gate, self.every = iv_gate, cka_every
         self.selectors: dict[str, str] = {}
 
     def resolved_selectors(self, num_layers: int) -> dict[str, str]:
@@ -192,28 +221,43 @@ class FineTuningSlowFast(Method):
             chosen["I"] = [n for n in chosen["I"] if n not in spared]
         return {f"fsf.policy_{p}": ParamGroup(tuple(names)) for p, names in chosen.items() if names}
 
-    def multipliers_at(self, losses: list[float]) -> dict[str, float]:
-        """K of every policy for the next update, given the losses of the completed updates."""
+    def multipliers_at(self, losses: list[float], cka: list[dict[str, Any]] = ()) -> dict[str, float]:
+        """K of every policy for the next update, given the losses of the completed updates and the CKA
+        measurements that may act on it (used only with `iv_gate="cka"`)."""
         phase_one = in_phase_one(losses, self.window, self.threshold)
         phi = loss_ratio(losses, self.window)
+        speed_up = not phase_one and (self.iv_gate is None or cka_still_falling(list(cka)))
         values = {
             "I": self.c1 if phase_one else 1.0,
             "II": 1.0 if phase_one or phi is None else adaptive_multiplier(phi, self.r),
             "III": 1.0,
-            "IV": 1.0 if phase_one else self.c2,
+            "IV": self.c2 if speed_up else 1.0,
         }
         return {f"fsf.policy_{p}": values[p] for p in POLICIES if self.policies.get(p)}
 
     def lr_multipliers(self, step: int, stats: TrainingStats) -> dict[str, float]:
-        return self.multipliers_at(stats.losses[:step])
+        return self.multipliers_at(stats.losses[:step], self._cka_before(step, stats))
 
     def probe_values(self, step: int, stats: TrainingStats) -> dict[str, Any]:
         losses = stats.losses[:step]
         phi = loss_ratio(losses, self.window)
-        return {
+        values: dict[str, Any] = {
             "phase": "P1" if in_phase_one(losses, self.window, self.threshold) else "P2",
             "phi": phi,
         }
+        if self.iv_gate == "cka":
+            measured = self._cka_before(step, stats)
+            values["cka_top"] = top_cka(measured[-1]) if measured else None
+            values["cka_falling"] = cka_still_falling(measured)
+        return values
+
+    def cka_every(self) -> int | None:
+        return self.every if self.iv_gate == "cka" and self.policies.get("IV") else None
+
+    @staticmethod
+    def _cka_before(step: int, stats: TrainingStats) -> list[dict[str, Any]]:
+        """The measurements that act on the update after `step` completed ones (taken before step)."""
+        return [m for m in stats.cka if m["step"] < step]
 
 
 class FineTuningSlow(FineTuningSlowFast):

@@ -118,12 +118,14 @@ def plot_gap_and_loss(runs: list[Run], path: Path) -> Path:
 def multiplier_curves(run: Run) -> tuple[list[int], dict[str, list[float]]]:
     """(updates, {group: K of each update}) for the first seed.
 
-    Recomputed update by update from `losses.json` with the run's own methods (their multipliers are a
-    function of the loss history); from the probe records when the losses are not there.
+    Recomputed update by update from `losses.json` (and `cka.json`) with the run's own methods (their
+    multipliers are a function of those statistics); from the probe records when the losses are not there.
     """
-    losses = next(iter(run.losses.values()), None)
+    seed = next(iter(run.losses), None)
+    losses = run.losses.get(seed)
     if losses:
-        methods, stats = build_methods(run.config.get("methods") or []), TrainingStats(losses)
+        stats = TrainingStats(losses, run.cka.get(seed, []))
+        methods = build_methods(run.config.get("methods") or [])
         per_update = [methods.lr_multipliers(t, stats) for t in range(len(losses))]
         updates = list(range(1, len(losses) + 1))
     else:

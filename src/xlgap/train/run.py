@@ -2,7 +2,8 @@
 
 `<run>/config.yaml` is the resolved config; each seed gets `seed-<s>/` with `metrics.jsonl` (probes),
 `checkpoints/` while it trains (removed when the seed is done), `losses.json` (the training loss of
-every update, what FSF's phase detector saw), `results.json`, and `model/` when
+every update, what FSF's phase detector saw), `cka.json` (each layer's CKA to the pretrained model,
+when a method measured it), `results.json`, and `model/` when
 `save_model` is set; `summary.json` / `summary.md` cover the finished seeds. A run interrupted at any
 point resumes with `resume=True`: finished seeds are kept, the others continue from their latest
 complete checkpoint with the probe log cut back to it.
@@ -269,6 +270,8 @@ def train_seed(
         trainer.save_model(str(tmp))
         replace_dir(tmp, seed_dir / "model")
     write_json_atomic(seed_dir / "losses.json", trainer.stats.losses)
+    if trainer.stats.cka:
+        write_json_atomic(seed_dir / "cka.json", trainer.stats.cka)
     write_json_atomic(seed_dir / "results.json", results)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return results

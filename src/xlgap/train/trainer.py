@@ -10,6 +10,8 @@ It keeps the Trainer's conventions (TrainingArguments, checkpoints, `resume_from
 - `compute_loss` adds the methods' penalties, records the task loss of every update (the statistics
   dynamic methods read, averaged over processes so every rank takes the same decision), and stops
   on a non-finite loss before that update is applied;
+- when a method asks for it (`cka_every()`), every so many updates it measures each layer's CKA to
+  the model as passed in (the pretrained one) on the current training batch into `stats.cka`;
 - checkpoints also hold those statistics and the methods' state (`xlgap_state.json`), so a resumed
   run takes the same decisions as an uninterrupted one;
 - length-grouped batches are drawn from (seed, epoch) alone, so a resumed epoch sees the same batches;
@@ -21,6 +23,7 @@ Use it in your own script like the Trainer: `XlgapTrainer(model, args, ..., meth
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy
 
+from xlgap.analysis.cka import layer_cka
 from xlgap.methods.base import (
     Compose,
     Method,
@@ -74,6 +78,9 @@ class XlgapTrainer(Trainer):
         self.declared_groups: set[str] = set()
         self._update_loss: torch.Tensor | None = None
         seed = getattr(args, "seed", 42)
+        self.cka_every = self.method.cka_every()
+        # The reference for CKA is the model before any method touches it: a frozen copy, only when needed.
+        self.cka_reference = copy.deepcopy(model).requires_grad_(False).eval() if self.cka_every else None
         self.method.prepare(model, PrepareContext(seed=seed))
         trainer_kwargs.setdefault("compute_loss_func", classification_loss)
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
@@ -162,6 +169,7 @@ class XlgapTrainer(Trainer):
         """Task loss plus the methods' penalty; records the task loss and stops on NaN/inf."""
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training:
+            self._measure_cka(model, inputs)
             if not torch.isfinite(loss).all():
                 raise NonFiniteLossError(
                     f"the training loss is {loss.item()} at update {self.state.global_step + 1} "
@@ -178,6 +186,18 @@ class XlgapTrainer(Trainer):
                 # accumulation steps itself.
                 loss = loss + (penalty / self.current_gradient_accumulation_steps if scaled else penalty)
         return (loss, outputs) if return_outputs else loss
+
+    def _measure_cka(self, model: nn.Module, inputs: dict[str, Any]) -> None:
+        """Every `cka_every` updates, on the update's first micro-batch: each layer's CKA to the reference
+        (mean over processes, so every rank takes the same decision)."""
+        step = self.state.global_step
+        if not self.cka_every or step % self.cka_every or (self.stats.cka and self.stats.cka[-1]["step"] == step):
+            return
+        unwrapped = self.accelerator.unwrap_model(model)
+        self.cka_reference.to(next(unwrapped.parameters()).device)
+        values = torch.tensor(layer_cka(self.cka_reference, unwrapped, inputs), device=self.accelerator.device)
+        values = self.accelerator.reduce(values, reduction="mean")
+        self.stats.cka.append({"step": step, "layers": [float(v) for v in values.tolist()]})
 
     def end_update(self) -> None:
         """Append the finished update's loss (mean over processes) to the statistics."""
