@@ -11,7 +11,8 @@ It keeps the Trainer's conventions (TrainingArguments, checkpoints, `resume_from
   dynamic methods read, averaged over processes so every rank takes the same decision), and stops
   on a non-finite loss before that update is applied;
 - when a method asks for it (`cka_every()`), every so many updates it measures each layer's CKA to
-  the model as passed in (the pretrained one) on the current training batch into `stats.cka`;
+  the model as passed in (the pretrained one) on the current training batch into `stats.cka` (this
+  keeps a frozen copy of that model: its memory once more, and two forward passes per measurement);
 - checkpoints also hold those statistics and the methods' state (`xlgap_state.json`), so a resumed
   run takes the same decisions as an uninterrupted one;
 - length-grouped batches are drawn from (seed, epoch) alone, so a resumed epoch sees the same batches;
