@@ -126,6 +126,8 @@ def test_gated_policy_four_is_replayed_from_the_saved_cka(tmp_path):
     _, groups = multiplier_curves(load_run(run))
     # updates 3-5 are sped up (CKA falling, the step-4 measurement acts from update 6 on), 6-7 are not
     assert groups["fsf.policy_IV"] == [1.0, 1.0, 10.0, 10.0, 10.0, 1.0, 1.0]
+    paths = write_figures([load_run(run)], tmp_path / "figures")
+    assert [p.name for p in paths] == ["gap.png", "gap_loss.png", "lr_multipliers.png", "cka.png"]
 
 
 def test_probe_log_survives_a_write_cut_short(tmp_path):

@@ -1,5 +1,6 @@
 """Figures from probe logs: gap curves (Guo et al. Figure 1), gap with loss and phase P1 (Figure 2),
-and the lr multiplier of every method group.
+the lr multiplier of every method group, and each layer's CKA to the pretrained model where it was
+measured (Figure 6).
 
 Curves of a run are the mean over its seeds at each probe step (steps common to all seeds), with a
 ±std band when there are several seeds. For runs with FSF, phase P1 is shaded update by update,
@@ -84,7 +85,8 @@ def plot_gaps(runs: list[Run], path: Path) -> Path:
     ax.set_ylabel("gap: source - target avg (dev, points)")
     ax.set_title("Cross-lingual gap during training")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     return _save(fig, path)
 
 
@@ -156,10 +158,32 @@ def plot_multipliers(runs: list[Run], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_cka(runs: list[Run], path: Path) -> Path | None:
+    """One panel per run that measured CKA: each layer's CKA to the pretrained model against updates
+    (first seed); None when no run did."""
+    measured = [(run, next(iter(run.cka.values()))) for run in runs if run.cka]
+    if not measured:
+        return None
+    fig, axes = plt.subplots(1, len(measured), figsize=(5.5 * len(measured), 4), squeeze=False)
+    for ax, (run, cka) in zip(axes[0], measured, strict=True):
+        steps = [m["step"] for m in cka]
+        layers = np.array([m["layers"] for m in cka])
+        colours = plt.cm.viridis(np.linspace(0, 1, layers.shape[1]))
+        for layer in range(layers.shape[1]):
+            ax.plot(steps, layers[:, layer], marker=".", color=colours[layer], label=f"layer {layer}")
+        ax.set_xlabel("updates")
+        ax.set_ylabel("linear CKA to the pretrained model (first seed)")
+        ax.set_title(run.name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def write_figures(runs: list[Run], out_dir: Path) -> list[Path]:
     """Write every figure for `runs` into `out_dir`; returns the paths written."""
     out_dir = Path(out_dir)
     written = [plot_gaps(runs, out_dir / "gap.png"), plot_gap_and_loss(runs, out_dir / "gap_loss.png")]
-    multipliers = plot_multipliers(runs, out_dir / "lr_multipliers.png")
-    return written + ([multipliers] if multipliers else [])
+    optional = [plot_multipliers(runs, out_dir / "lr_multipliers.png"), plot_cka(runs, out_dir / "cka.png")]
+    return written + [path for path in optional if path]
 
