@@ -19,8 +19,8 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     """
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"linear_cka: {x.shape[0]} and {y.shape[0]} examples; expected the same examples")
-    x = x.double() - x.double().mean(0, keepdim=True)
-    y = y.double() - y.double().mean(0, keepdim=True)
+    x, y = x.double(), y.double()
+    x, y = x - x.mean(0, keepdim=True), y - y.mean(0, keepdim=True)
     cross = torch.linalg.matrix_norm(y.T @ x) ** 2
     norms = torch.linalg.matrix_norm(x.T @ x) * torch.linalg.matrix_norm(y.T @ y)
     return float(cross / norms) if norms > 0 else 0.0

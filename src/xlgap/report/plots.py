@@ -138,46 +138,48 @@ def multiplier_curves(run: Run) -> tuple[list[int], dict[str, list[float]]]:
     return updates, {g: [m.get(g, 1.0) for m in per_update] for g in groups}
 
 
+def _run_panels(panels: list[tuple[Run, Any]], path: Path, ylabel: str, draw: Any) -> Path | None:
+    """One panel per (run, data) pair, drawn by `draw(ax, data)` against updates; None when there are none."""
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (run, data) in zip(axes[0], panels, strict=True):
+        draw(ax, data)
+        ax.set_xlabel("updates")
+        ax.set_ylabel(ylabel)
+        ax.set_title(run.name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2 if len(ax.get_lines()) > 6 else 1)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_multipliers(runs: list[Run], path: Path) -> Path | None:
     """One panel per run with lr multipliers: each method group's K against updates (symlog scale)."""
-    curves = [(run, *multiplier_curves(run)) for run in runs]
-    curves = [c for c in curves if c[2]]
-    if not curves:
-        return None
-    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
-    for ax, (run, updates, groups) in zip(axes[0], curves, strict=True):
+
+    def draw(ax: Any, curves: tuple[list[int], dict[str, list[float]]]) -> None:
+        updates, groups = curves
         for group, values in groups.items():
             ax.step(updates, values, where="post", label=group)
         ax.set_yscale("symlog", linthresh=0.01)
-        ax.set_xlabel("updates")
-        ax.set_ylabel("lr multiplier K (first seed)")
-        ax.set_title(run.name)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+
+    panels = [(run, curves) for run in runs if (curves := multiplier_curves(run))[1]]
+    return _run_panels(panels, path, "lr multiplier K (first seed)", draw)
 
 
 def plot_cka(runs: list[Run], path: Path) -> Path | None:
     """One panel per run that measured CKA: each layer's CKA to the pretrained model against updates
     (first seed); None when no run did."""
-    measured = [(run, next(iter(run.cka.values()))) for run in runs if run.cka]
-    if not measured:
-        return None
-    fig, axes = plt.subplots(1, len(measured), figsize=(5.5 * len(measured), 4), squeeze=False)
-    for ax, (run, cka) in zip(axes[0], measured, strict=True):
+
+    def draw(ax: Any, cka: list[dict[str, Any]]) -> None:
         steps = [m["step"] for m in cka]
         layers = np.array([m["layers"] for m in cka])
         colours = plt.cm.viridis(np.linspace(0, 1, layers.shape[1]))
         for layer in range(layers.shape[1]):
             ax.plot(steps, layers[:, layer], marker=".", color=colours[layer], label=f"layer {layer}")
-        ax.set_xlabel("updates")
-        ax.set_ylabel("linear CKA to the pretrained model (first seed)")
-        ax.set_title(run.name)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    return _save(fig, path)
+
+    panels = [(run, next(iter(run.cka.values()))) for run in runs if run.cka]
+    return _run_panels(panels, path, "linear CKA to the pretrained model (first seed)", draw)
 
 
 def write_figures(runs: list[Run], out_dir: Path) -> list[Path]:
