@@ -44,25 +44,28 @@ def test_run_then_report(tiny_config, tmp_path):
     assert (run_dir / "summary.md").is_file()
 
     again = runner.invoke(app, ["run", str(tiny_config), "seeds=[1,2]"])
-    assert again.exit_code == 1
+    assert again.exit_code == 2
     assert "--resume" in again.output
 
     report = runner.invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "rep")])
     assert report.exit_code == 0, report.output
-    for name in ("test.md", "test.csv", "test.tex", "gap.png", "gap_loss.png", "lr_multipliers.png"):
+    for name in ("test-accuracy.md", "test-accuracy.csv", "test-accuracy.tex", "gap.png", "gap_loss.png", "lr_multipliers.png"):
         assert (tmp_path / "rep" / name).is_file(), name
-    assert "| tiny-cli |" in (tmp_path / "rep" / "test.md").read_text()
+    assert "| tiny-cli |" in (tmp_path / "rep" / "test-accuracy.md").read_text()
+    f1 = runner.invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "rep"), "--metric", "f1"])
+    assert f1.exit_code == 0, f1.output
+    assert "udpos test f1" in f1.output and (tmp_path / "rep" / "test-f1.md").is_file()
 
 
 def test_bad_config_key_is_named(tiny_config):
     result = runner.invoke(app, ["run", str(tiny_config), "train.lr=1e-5"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "unknown key 'train.lr'" in result.output
 
 
 def test_report_on_a_folder_that_is_not_a_run(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "not an xlgap run folder" in result.output
 
 
@@ -73,7 +76,7 @@ def test_anatomy_and_selectors(tmp_path):
     assert "encoder.layer.1.intermediate.dense.weight" in result.output
     assert "encoder.layer.2." not in result.output.split("layers[0:2].ffn")[-1]
     bad = runner.invoke(app, ["anatomy", model, "--select", "layers[0:2].fnn"])
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2
     assert "ffn" in bad.output  # the suggestion
 
 
@@ -81,7 +84,7 @@ def test_demo_offline_without_data_says_what_to_set(monkeypatch):
     monkeypatch.delenv("XLGAP_DATA", raising=False)
     monkeypatch.setattr("xlgap.demo.hub_reachable", lambda timeout=5.0: False)
     result = runner.invoke(app, ["demo"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "--data-dir" in result.output and "XLGAP_DATA" in result.output
 
 

@@ -4,34 +4,36 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import yaml
 from rich.console import Console
 
+from xlgap.kinds import language_scores
 from xlgap.report.plots import multiplier_curves, phase_one_spans, write_figures
 from xlgap.report.tables import comparison, print_table, to_csv, to_latex, to_markdown
 from xlgap.results import load_run, summarize, summary_markdown
-from xlgap.train.evaluate import accuracy, language_scores
-
-
-def test_accuracy_ignores_unlabelled_positions():
-    predictions = np.array([[1, 2, 3, 0], [4, 4, 0, 0]])
-    labels = np.array([[1, 2, 0, -100], [4, -100, -100, -100]])
-    assert accuracy(predictions, labels) == pytest.approx(75.0)  # 3 of the 4 labelled positions
 
 
 def test_language_scores_and_gap():
     scores = language_scores({"en": 90.0, "de": 80.0, "zh": 60.0}, ["en"], ["de", "zh"])
     assert scores == {"source": 90.0, "target_avg": 70.0, "avg": pytest.approx(230 / 3), "gap": 20.0}
+    # a source without a score (no test set for it): no source score and no gap, the targets still count
+    assert language_scores({"de": 80.0, "zh": 60.0}, ["en"], ["de", "zh"]) == {
+        "source": None, "target_avg": 70.0, "avg": 70.0, "gap": None,
+    }  # fmt: skip
 
 
-def fake_result(name, seed, en, de, zh):
-    scores = {"en": en, "de": de, "zh": zh}
+def block(scores):
+    return {"scores": scores, **language_scores(scores, ["en"], [k for k in scores if k != "en"])}
+
+
+def fake_result(name, seed, en, de, zh, task="udpos"):
+    accuracy = block({"en": en, "de": de, "zh": zh})
+    f1 = block({"en": en - 10, "de": de - 10, "zh": zh - 10})
     return {
         "name": name,
         "seed": seed,
-        "task": "udpos",
+        "task": task,
         "metric": "accuracy",
         "model": "bundled:multilingual-e5-small",
         "methods": [],
@@ -39,7 +41,7 @@ def fake_result(name, seed, en, de, zh):
         "sources": ["en"],
         "targets": ["de", "zh"],
         "best_step": 10 * seed,
-        "test": {"scores": scores, **language_scores(scores, ["en"], ["de", "zh"])},
+        "test": {"metric": "accuracy", **accuracy, "metrics": {"accuracy": accuracy, "f1": f1}},
     }
 
 
@@ -49,7 +51,10 @@ def test_summary_is_mean_and_sample_std_over_seeds():
     # gap per seed: 20 and 19 -> mean 19.5, std 0.707
     assert summary["test"]["gap"]["mean"] == pytest.approx(19.5)
     assert summary["test"]["gap"]["std"] == pytest.approx(0.5**0.5)
-    assert "82.0 ± 2.8" in summary_markdown(summary)
+    assert summary["test"]["metrics"]["f1"]["scores"]["de"]["mean"] == 72.0
+    markdown = summary_markdown(summary)
+    assert "## test: accuracy" in markdown and "## test: f1" in markdown
+    assert "82.0 ± 2.8" in markdown and "72.0 ± 2.8" in markdown
 
 
 def write_run(root, name, results, methods=(), records=None, losses=None):
@@ -77,6 +82,17 @@ def test_comparison_has_methods_as_rows_and_languages_as_columns(tmp_path):
     assert "| fsf | 91.0 | 85.0 | 65.0 | 75.0 | 16.0 |" in markdown
     assert to_csv(table).splitlines()[2].startswith("fsf,91.0000,,85.0000,")
     assert "82.0$_{\\pm 2.8}$" in to_latex(table)
+    f1 = to_markdown(comparison([load_run(df), load_run(fsf)], metric="f1"))
+    assert "| fsf | 81.0 | 75.0 | 55.0 | 65.0 | 16.0 |" in f1
+
+
+def test_a_table_never_mixes_tasks_or_metrics(tmp_path):
+    pos = write_run(tmp_path, "pos", [fake_result("pos", 1, 90, 80, 60)])
+    ner = write_run(tmp_path, "ner", [fake_result("ner", 1, 70, 60, 40, task="panx")])
+    with pytest.raises(ValueError, match="different tasks .*panx, udpos"):
+        comparison([load_run(pos), load_run(ner)])
+    with pytest.raises(ValueError, match="run pos has no test metric 'exact_match'; it has accuracy, f1"):
+        comparison([load_run(pos)], metric="exact_match")
 
 
 def test_terminal_table_is_never_cropped_on_a_narrow_console(tmp_path):

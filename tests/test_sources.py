@@ -6,17 +6,18 @@ from pathlib import Path
 import datasets
 import pytest
 
-from xlgap.data.formats import PairExample, TokenExample
+from xlgap.data.formats import DataFormatError, PairExample, TokenExample
 from xlgap.data.sampling import subsample, subsample_indices, subsample_split
 from xlgap.data.sources import (
     DataSourceError,
     HubUnreachableError,
     Origin,
     SplitData,
+    SplitNotFoundError,
     available_languages,
-    load_split,
 )
-from xlgap.data.tasks import UPOS_TAGS, HubLayout, LocalLayout, TaskSpec, get_task, task_names
+from xlgap.data.tasks import UPOS_TAGS, HubLayout, LocalLayout, TaskSpec, get_task, per_split, task_names
+from xlgap.kinds import load_split
 from xlgap.languages import UnknownLanguageError
 
 UDPOS = get_task("udpos")
@@ -40,32 +41,44 @@ def conllu(*sentences: list[tuple[str, str]]) -> str:
 # ---------------------------------------------------------------- tasks
 
 
-def test_registry_has_both_tasks_and_errors_list_them():
-    assert {"udpos", "xnli"} <= set(task_names())
-    assert UDPOS.kind == "token_classification" and len(UDPOS.labels) == 17
+def test_catalog_has_every_xtreme_task_and_errors_list_them():
+    assert task_names() == ["mlqa", "panx", "pawsx", "tydiqa", "udpos", "xnli", "xquad"]
+    assert UDPOS.kind == "tagging" and len(UDPOS.labels) == 17
+    assert get_task("panx").labels == ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
     assert XNLI.labels == ("entailment", "neutral", "contradiction")
     assert XNLI.aliases == {"contradictory": "contradiction"}
-    assert UDPOS.metric == XNLI.metric == "accuracy"
+    # the first metric is the one model selection uses; POS reports XTREME's seqeval F1 beside accuracy
+    assert UDPOS.metrics == ("accuracy", "f1") and UDPOS.metric == XNLI.metric == "accuracy"
+    assert get_task("panx").metric == "f1" and get_task("mlqa").metrics == ("f1", "exact_match")
+    assert get_task("mlqa").option("answers") == "mlqa" and get_task("xquad").option("answers") == "squad"
     with pytest.raises(KeyError, match="unknown task 'pos'; known tasks: .*udpos.*xnli"):
         get_task("pos")
 
 
 def test_hub_layout_names():
-    assert UDPOS.hub.config_for("de") == "udpos.German"
-    assert UDPOS.hub.split_for("dev") == "validation"
-    assert XNLI.hub.config_for("sw") == "sw"
+    (layout,) = UDPOS.hub
+    assert layout.config_for("de") == "udpos.German"
+    assert layout.split_for("dev") == "validation"
+    assert XNLI.hub_for("dev", "sw").config_for("sw") == "sw"
+    xquad = get_task("xquad")
+    assert xquad.hub_for("train", "en").repo == "rajpurkar/squad"
+    assert xquad.hub_for("train", "de") is None  # SQuAD is English only
+    assert xquad.hub_for("test", "de").config_for("de") == "XQuAD.de"
+    assert xquad.hub_for("test", "de").split_for("test") == "validation"
+    assert get_task("mlqa").hub_for("dev", "zh").config_for("zh") == "MLQA.zh.zh"
+    assert get_task("tydiqa").hub_for("test", "fi").prefix_for("fi") == "finnish-"
 
 
 def test_task_spec_validation():
-    layout = (LocalLayout("x"), HubLayout("r", "{code}", ("a", "b")))
-    with pytest.raises(ValueError, match="kind 'tagging'"):
-        TaskSpec("t", "tagging", ("A",), "accuracy", ("en",), *layout)
+    layout = (LocalLayout(per_split("x/{split}-{lang}.tsv")), (HubLayout("r", "{code}", ("a", "b")),))
     with pytest.raises(ValueError, match="alias 'b' maps to 'C'"):
-        TaskSpec(
-            "t", "token_classification", ("A",), "accuracy", ("en",), *layout, label_aliases=(("b", "C"),)
-        )
+        TaskSpec("t", "tagging", ("en",), *layout, labels=("A",), label_aliases=(("b", "C"),))
     with pytest.raises(UnknownLanguageError, match="task 't' languages"):
-        TaskSpec("t", "token_classification", ("A",), "accuracy", ("en", "xx"), *layout)
+        TaskSpec("t", "tagging", ("en", "xx"), *layout, labels=("A",))
+    with pytest.raises(ValueError, match="at least one metric"):
+        TaskSpec("t", "tagging", ("en",), *layout, labels=("A",), metrics=())
+    with pytest.raises(ValueError, match="unknown task kind 'parsing'; known kinds: classification, span_extraction, tagging"):
+        load_split(TaskSpec("t", "parsing", ("en",), *layout), "en", "dev")
 
 
 # ---------------------------------------------------------------- explicit files
@@ -100,9 +113,13 @@ def test_explicit_file_keys_are_checked(files, expected):
         load_split("udpos", "en", "train", files=files)
 
 
-def test_explicit_file_that_does_not_exist(tmp_path):
+def test_explicit_file_that_does_not_exist_or_is_a_folder_or_null(tmp_path):
     with pytest.raises(DataSourceError, match=r"data.files\['dev.en'\]: .*missing.tsv does not exist"):
         load_split("udpos", "en", "dev", files={"dev.en": tmp_path / "missing.tsv"})
+    with pytest.raises(DataSourceError, match=r"data.files\['dev.en'\]: .* is a folder, not a file"):
+        load_split("udpos", "en", "dev", files={"dev.en": tmp_path})
+    with pytest.raises(SplitNotFoundError, match=r"data.files\['dev.en'\] is null"):
+        load_split("udpos", "en", "dev", files={"dev.en": None}, data_dir=tmp_path)
 
 
 # ---------------------------------------------------------------- local folder
@@ -169,10 +186,21 @@ def test_available_languages(tmp_path):
     write(tmp_path / "ud" / "UD_German-HDT" / "de_hdt-ud-test.conllu", "")
     write(tmp_path / "xnli" / "test-de.hf.tsv", "")
     write(tmp_path / "xnli" / "test-zh.tsv", "")
+    write(tmp_path / "pawsx" / "test-de.hf.tsv", "")
+    write(tmp_path / "pawsx" / "test-ko.tsv", "")
+    write(tmp_path / "mlqa" / "dev-context-vi-question-vi.json", "")
+    write(tmp_path / "mlqa" / "dev-context-vi-question-de.json", "")  # cross-lingual pairs are not MLQA.<l>.<l>
+    write(tmp_path / "mlqa" / "MLQA_V1" / "dev" / "dev-context-zh-question-zh.json", "")
+    write(tmp_path / "squad" / "train-v1.1.json", "")
+    write(tmp_path / "xquad" / "xquad.th.json", "")
     assert available_languages("udpos", "test", tmp_path) == ["ar", "de"]
     assert available_languages("udpos", "dev", tmp_path) == ["fr"]
     assert available_languages("xnli", "test", tmp_path) == ["zh"]
     assert available_languages("xnli", "train", tmp_path) == []
+    assert available_languages("pawsx", "test", tmp_path) == ["de", "ko"]
+    assert available_languages("mlqa", "dev", tmp_path) == ["vi", "zh"]
+    assert available_languages("xquad", "train", tmp_path) == ["en"]
+    assert available_languages("xquad", "test", tmp_path) == ["th"]
 
 
 # ---------------------------------------------------------------- hub (offline, hub-like local folders)
@@ -244,6 +272,59 @@ def test_hub_rows_with_wrong_columns(tmp_path):
     )
     with pytest.raises(DataSourceError, match="expected columns premise, hypothesis, label; missing"):
         load_split("xnli", "en", "test", hub_repo=str(repo), cache_dir=tmp_path / "cache")
+
+
+def test_hub_panx_and_pawsx_offline(tmp_path):
+    tags = datasets.Features(
+        {
+            "tokens": datasets.List(datasets.Value("string")),
+            "ner_tags": datasets.List(datasets.ClassLabel(names=list(get_task("panx").labels))),
+            "langs": datasets.List(datasets.Value("string")),
+        }
+    )
+    panx = datasets.Dataset.from_dict({"tokens": [["Anna", "lebt"]], "ner_tags": [[1, 0]], "langs": [["de", "de"]]}, features=tags)
+    pairs = datasets.Dataset.from_dict({"sentence1": ["a"], "sentence2": ["b"], "label": [1]})
+    repo = make_hub_repo(tmp_path / "xtreme", {"PAN-X.de": {"validation": panx}, "PAWS-X.de": {"test": pairs}})
+    dev = load_split("panx", "de", "dev", hub_repo=str(repo), cache_dir=tmp_path / "cache")
+    assert [(ex.tokens, ex.tags) for ex in dev.examples] == [(("Anna", "lebt"), ("B-PER", "O"))]
+    test = load_split("pawsx", "de", "test", hub_repo=str(repo), cache_dir=tmp_path / "cache")
+    assert [(ex.text_a, ex.text_b, ex.label) for ex in test.examples] == [("a", "b", "1")]
+
+
+def qa_rows(ids, contexts, questions, answers):
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "context": datasets.Value("string"),
+            "question": datasets.Value("string"),
+            "answers": {"text": datasets.List(datasets.Value("string")), "answer_start": datasets.List(datasets.Value("int32"))},
+        }
+    )
+    rows = {"id": ids, "context": contexts, "question": questions, "answers": answers}
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+def test_hub_qa_offline_xquad_and_tydiqa_languages_by_id(tmp_path):
+    xquad = qa_rows(["q1"], ["Berlin ist groß."], ["Was ist groß?"], [{"text": ["Berlin"], "answer_start": [0]}])
+    tydiqa = qa_rows(
+        ["finnish-1-0", "english-2-0", "finnish-3-1"],
+        ["Helsinki on kaupunki.", "Paris is a city.", "Oulu on kaupunki."],
+        ["Mikä?", "What?", "Mikä?"],
+        [{"text": ["Helsinki"], "answer_start": [0]}, {"text": ["Paris"], "answer_start": [0]}, {"text": [], "answer_start": []}],
+    )
+    repo = make_hub_repo(tmp_path / "xtreme", {"XQuAD.de": {"validation": xquad}, "tydiqa": {"validation": tydiqa}})
+    test = load_split("xquad", "de", "test", hub_repo=str(repo), cache_dir=tmp_path / "cache")
+    (example,) = test.examples
+    assert (example.id, example.answers[0].text, example.answers[0].start) == ("q1", "Berlin", 0)
+    assert test.origin.hub_split == "validation"
+    finnish = load_split("tydiqa", "fi", "test", hub_repo=str(repo), cache_dir=tmp_path / "cache")
+    assert [ex.id for ex in finnish.examples] == ["finnish-1-0"]
+    assert finnish.skipped == {"questions without an answer": 1}
+    assert finnish.origin.subset == "2 of 3 rows, ids starting with 'finnish-'"
+    wrong = qa_rows(["q"], ["Berlin ist groß."], ["?"], [{"text": ["Bonn"], "answer_start": [0]}])
+    repo = make_hub_repo(tmp_path / "bad", {"XQuAD.de": {"validation": wrong}})
+    with pytest.raises(DataFormatError, match="row 0: answer text 'Bonn' is not at answer_start 0"):
+        load_split("xquad", "de", "test", hub_repo=str(repo), cache_dir=tmp_path / "cache")
 
 
 def test_local_data_wins_over_the_hub(tmp_path, monkeypatch):

@@ -1,4 +1,6 @@
-"""The `xlgap` command: run experiments, report on runs, inspect models, and a ten-minute demo."""
+"""The `xlgap` command: run experiments, report on runs, score prediction files, inspect models, and a
+ten-minute demo. A user's mistake ends in one `error:` line naming the file, line or key and what was
+expected, with exit code 2."""
 
 from __future__ import annotations
 
@@ -27,9 +29,12 @@ def _quiet_libraries() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
+USER_ERROR = 2
+
+
 def _fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True, highlight=False)
-    raise typer.Exit(code=1)
+    raise typer.Exit(code=USER_ERROR)
 
 
 @app.command()
@@ -41,6 +46,8 @@ def run(
 ) -> None:
     """Fine-tune on the source languages and evaluate every language, for every seed of CONFIG."""
     from xlgap.config import ConfigError, load_config
+    from xlgap.data.sources import DataSourceError
+    from xlgap.data.tasks import UnknownTaskError
     from xlgap.results import load_run
     from xlgap.train.progress import RunProgress
     from xlgap.train.run import RunFolderError, run_experiment
@@ -55,7 +62,7 @@ def run(
     try:
         with RunProgress(console) as progress:
             run_experiment(cfg, resume=resume, overwrite=overwrite, progress=progress)
-    except (RunFolderError, ConfigError, FileNotFoundError, ValueError) as err:
+    except (RunFolderError, ConfigError, DataSourceError, UnknownTaskError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
     except NonFiniteLossError as err:
         _fail(f"{err}\nresume from the last checkpoint with: xlgap run {config} --resume")
@@ -82,6 +89,7 @@ def report(
     runs: list[Path] = typer.Argument(..., help="Run folders (runs/<name>) to compare."),
     out: Path = typer.Option(Path("reports"), "--out", help="Folder for the figures and tables."),
     split: str = typer.Option("test", "--split", help="test or dev."),
+    metric: str = typer.Option(None, "--metric", help="Metric of the table (default: the task's selection metric)."),
 ) -> None:
     """Compare runs: a per-language table (methods as rows) and gap / loss / multiplier figures."""
     from xlgap.report.plots import write_figures
@@ -91,15 +99,42 @@ def report(
 
     try:
         loaded = [load_run(path) for path in runs]
-        table = comparison(loaded, split)
+        table = comparison(loaded, split, metric)
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
     print_table(console, table)
     for extension, render in FORMATS.items():
-        write_text_atomic(out / f"{split}.{extension}", render(table))
+        write_text_atomic(out / f"{split}-{table.metric}.{extension}", render(table))
     for path in write_figures(loaded, out):
         console.print(f"figure: {path}")
-    console.print(f"tables: {out}/{split}.md, .csv, .tex")
+    console.print(f"tables: {out}/{split}-{table.metric}.md, .csv, .tex")
+
+
+@app.command()
+def score(
+    task: str = typer.Argument(..., help="Task: udpos, panx, xnli, pawsx, xquad, mlqa or tydiqa."),
+    gold: Path = typer.Argument(..., help="Gold file in the task's own format (or XTREME's label-only layout)."),
+    predictions: Path = typer.Argument(..., help="Predictions in XTREME's submission layout."),
+    lang: str = typer.Option(None, "--lang", help="Language of the answers (needed for mlqa)."),
+    all_metrics: bool = typer.Option(False, "--all-metrics", help="Add xlgap's other metrics (POS accuracy)."),
+) -> None:
+    """Score a predictions file against a gold file as XTREME's official scripts do; prints JSON."""
+    import json
+
+    from xlgap.data.tasks import UnknownTaskError, get_task
+    from xlgap.kinds import kind_of
+    from xlgap.kinds.scoring import ScoreError
+
+    logging.basicConfig(level=logging.WARNING, format="note: %(message)s")
+    try:
+        spec = get_task(task)
+        for path in (gold, predictions):
+            if not path.is_file():
+                raise ScoreError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'no such file'}")
+        scores = kind_of(spec).score_files(spec, gold, predictions, lang, all_metrics=all_metrics)
+    except (UnknownTaskError, ScoreError) as err:
+        _fail(str(err))
+    print(json.dumps(scores))
 
 
 @app.command()

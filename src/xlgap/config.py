@@ -44,8 +44,9 @@ class DataConfig:
     task: str = "udpos"
     dir: str | None = None
     """Local folder in the XTREME layout; default `$XLGAP_DATA`; the hub is used when neither is set."""
-    files: dict[str, str] = field(default_factory=dict)
-    """Explicit files, `"<split>.<lang>": path` (e.g. `"train.en": data/en.conllu`); they win over `dir`."""
+    files: dict[str, str | None] = field(default_factory=dict)
+    """Explicit files, `"<split>.<lang>": path` (e.g. `"train.en": data/en.conllu`); they win over `dir`.
+    A null path says the language has no such split (e.g. `"dev.de": null`: tested only, never probed)."""
     hub: bool = False
     """Read from the Hugging Face hub even when a local folder is configured."""
     source_languages: list[str] = field(default_factory=lambda: ["en"])
@@ -58,9 +59,30 @@ class DataConfig:
     """Cap on dev examples per language (a fixed random subset, the same for every run); None keeps all."""
     max_test_examples: int | None = None
     """Cap on test examples per language (a fixed random subset); None keeps all."""
-    max_length: int = 128
+    max_length: int | None = None
+    """Subword tokens per model input; default the task kind's (128, extractive QA 384)."""
     sample_seed: int = 0
     """Seed of every data subset, kept apart from the training seed so all runs see the same data."""
+    few_shot: int | None = None
+    """Few-shot transfer: M labelled examples per target language drawn from its dev set with the run's
+    seed (questions for QA), added to training and removed from that language's dev set; None is zero-shot."""
+    dev_holdout: int | None = None
+    """Hold out this many examples of each source language's training data as its dev set (for tasks
+    without a dev split, such as XQuAD, or when training on the dev split); None uses the dev split."""
+
+
+@dataclass
+class QAConfig:
+    """Extractive QA windows and decoding (XTREME / run_qa.py defaults)."""
+
+    doc_stride: int = 128
+    """Tokens shared by consecutive windows of a long context."""
+    max_query_length: int = 64
+    """Questions are cut after this many subword tokens."""
+    n_best: int = 20
+    """Start and end candidates per window that decoding combines."""
+    max_answer_length: int = 30
+    """Longest answer, in subword tokens."""
 
 
 @dataclass
@@ -80,6 +102,9 @@ class TrainConfig:
     precision: str = "fp32"
     eval_batch_size: int = 64
     dataloader_workers: int = 0
+    save_predictions: bool = False
+    """Write each language's test predictions in XTREME's submission layout
+    (`seed-<s>/predictions/<task>/test-<lang>.{tsv,json}`), scorable with `xlgap score`."""
 
 
 @dataclass
@@ -110,6 +135,7 @@ class ExperimentConfig:
     """Methods composed in order, each `{name: <method>, <option>: value}`; empty is plain fine-tuning."""
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    qa: QAConfig = field(default_factory=QAConfig)
     save_model: bool = False
     """Keep the selected model of each seed in `<run>/seed-<s>/model`."""
 
@@ -285,21 +311,25 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"train.precision: expected one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
     if cfg.data.train_split not in ("train", "dev"):
         raise ConfigError(f"data.train_split: expected 'train' or 'dev', got {cfg.data.train_split!r}")
-    if cfg.data.train_split == "dev" and cfg.eval.selection != "last":
+    if cfg.data.train_split == "dev" and cfg.eval.selection != "last" and cfg.data.dev_holdout is None:
         raise ConfigError(
-            "eval.selection: training on the dev split leaves no held-out dev score to select by; use 'last'"
+            "eval.selection: training on the dev split leaves no held-out dev score to select by; use 'last' "
+            "or hold out part of it with data.dev_holdout"
         )
     positive = {
         "train.batch_size": cfg.train.batch_size,
         "train.grad_accum": cfg.train.grad_accum,
         "train.eval_batch_size": cfg.train.eval_batch_size,
         "eval.every": cfg.eval.every,
-        "data.max_length": cfg.data.max_length,
+        "qa.doc_stride": cfg.qa.doc_stride,
+        "qa.max_query_length": cfg.qa.max_query_length,
+        "qa.n_best": cfg.qa.n_best,
+        "qa.max_answer_length": cfg.qa.max_answer_length,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}: expected a positive integer, got {value}")
-    for key in ("max_train_examples", "max_dev_examples", "max_test_examples"):
+    for key in ("max_train_examples", "max_dev_examples", "max_test_examples", "max_length", "few_shot", "dev_holdout"):
         value = getattr(cfg.data, key)
         if value is not None and value <= 0:
             raise ConfigError(f"data.{key}: expected a positive integer or null, got {value}")

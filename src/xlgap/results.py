@@ -4,7 +4,8 @@ Layout: `<run>/config.yaml`, `<run>/seed-<s>/metrics.jsonl` (probes), `<run>/see
 (the loss of every update), `<run>/seed-<s>/cka.json` (CKA measurements, when taken),
 `<run>/seed-<s>/results.json` (final per-language scores), `<run>/summary.json` and `<run>/summary.md` (mean ± std over seeds).
 Aggregates (source, target average, average, gap) are computed per seed first, then averaged, so
-their std is the spread over seeds.
+their std is the spread over seeds. Each split is summarised for every metric of the task; the
+selection metric's block sits at the top level of the split, every metric's under `metrics`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,17 @@ def mean_std(values: list[float]) -> dict[str, Any]:
     return {"mean": fmean(values), "std": stdev(values) if len(values) > 1 else None, "n": len(values)}
 
 
+def _summarize_block(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± std over seeds of one metric's per-language scores and aggregates."""
+    languages = list(blocks[0]["scores"])
+    return {
+        "scores": {lang: mean_std([b["scores"][lang] for b in blocks]) for lang in languages},
+        **{key: mean_std([b[key] for b in blocks]) for key in AGGREGATES if all(b.get(key) is not None for b in blocks)},
+    }
+
+
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean ± std over seeds of every language's dev and test score and of the aggregates."""
+    """Mean ± std over seeds of every language's dev and test score and of the aggregates, per metric."""
     if not results:
         raise ValueError("no finished seed to summarize")
     first = results[0]
@@ -47,15 +57,9 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     for split in ("dev", "test"):
         if not all(r.get(split) for r in results):
             continue
-        languages = list(first[split]["scores"])
-        summary[split] = {
-            "scores": {lang: mean_std([r[split]["scores"][lang] for r in results]) for lang in languages},
-            **{
-                key: mean_std([r[split][key] for r in results])
-                for key in AGGREGATES
-                if all(r[split].get(key) is not None for r in results)
-            },
-        }
+        metrics = list(first[split]["metrics"])
+        per_metric = {m: _summarize_block([r[split]["metrics"][m] for r in results]) for m in metrics}
+        summary[split] = {"metric": first[split]["metric"], **per_metric[first[split]["metric"]], "metrics": per_metric}
     return summary
 
 
@@ -69,11 +73,11 @@ def format_mean_std(cell: dict[str, Any] | None, digits: int = 1) -> str:
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
-    """The summary as a Markdown document: one table per split, languages as columns."""
+    """The summary as a Markdown document: one table per split and metric, languages as columns."""
     lines = [
         f"# {summary['name']}",
         "",
-        f"- task: {summary['task']} ({summary['metric']}, %), model: {summary['model']}",
+        f"- task: {summary['task']} (selection metric {summary['metric']}, %), model: {summary['model']}",
         f"- methods: {summary['methods'] or 'plain fine-tuning'}; model selection: {summary['selection']}",
         f"- sources: {', '.join(summary['sources'])}; seeds: {summary['seeds']} (best steps {summary['best_steps']})",
         "- cells are mean ± sample std over seeds; target avg excludes the sources; gap = source - target avg",
@@ -82,13 +86,13 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     for split in ("test", "dev"):
         if split not in summary:
             continue
-        block = summary[split]
-        langs = list(block["scores"])
-        header = [*langs, "target avg", "gap"]
-        lines += [f"## {split}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        cells = [format_mean_std(block["scores"][lang]) for lang in langs]
-        cells += [format_mean_std(block.get("target_avg")), format_mean_std(block.get("gap"))]
-        lines += ["| " + " | ".join(cells) + " |", ""]
+        for metric, block in summary[split]["metrics"].items():
+            langs = list(block["scores"])
+            header = [*langs, "target avg", "gap"]
+            lines += [f"## {split}: {metric}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            cells = [format_mean_std(block["scores"][lang]) for lang in langs]
+            cells += [format_mean_std(block.get("target_avg")), format_mean_std(block.get("gap"))]
+            lines += ["| " + " | ".join(cells) + " |", ""]
     return "\n".join(lines)
 
 

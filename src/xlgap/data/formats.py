@@ -1,4 +1,5 @@
-"""Readers for the line-based benchmark formats: CoNLL-U, `token<TAB>tag` and TSV sentence pairs.
+"""Readers for the line-based benchmark formats (CoNLL-U, `token<TAB>tag`, TSV sentence pairs) and the
+example types every reader returns (SQuAD JSON is read in `squad.py`).
 
 The parsers are hand-written on purpose: the formats are a few lines of grammar each, and a
 hand-written reader can stop at the first malformed line with the file, the line number and what
@@ -10,6 +11,7 @@ line separators. Nothing is dropped silently: lines skipped by design are counte
 
 from __future__ import annotations
 
+import gzip
 import logging
 import re
 from collections import Counter
@@ -21,9 +23,10 @@ log = logging.getLogger(__name__)
 
 
 class DataFormatError(ValueError):
-    """Malformed input: names the source (file or hub split), the line (or row) and the expectation."""
+    """Malformed input: names the source (file or hub split), the place (line, row or JSON path) and the
+    expectation."""
 
-    def __init__(self, source: str | Path, line: int, expected: str, *, unit: str = "line") -> None:
+    def __init__(self, source: str | Path, line: int | str, expected: str, *, unit: str = "line") -> None:
         self.source = str(source)
         self.line = line
         self.expected = expected
@@ -49,7 +52,27 @@ class PairExample:
     source: str = ""
 
 
-Example = TokenExample | PairExample
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A gold answer of an extractive QA example: its text and its character offset in the context."""
+
+    text: str
+    start: int
+
+
+@dataclass(frozen=True, slots=True)
+class QAExample:
+    """An extractive QA question: its id, question, context and gold answers (the first one trains);
+    `source` is 'file: JSON path' (or hub row) it came from."""
+
+    id: str
+    question: str
+    context: str
+    answers: tuple[Answer, ...]
+    source: str = ""
+
+
+Example = TokenExample | PairExample | QAExample
 
 
 @dataclass
@@ -78,9 +101,20 @@ class LabelTable:
         return label
 
 
+def read_file_bytes(path: Path) -> bytes:
+    """The bytes of a data file, decompressed when its name ends in `.gz`; a `.gz` that is not gzip raises."""
+    data = path.read_bytes()
+    if path.suffix != ".gz":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError) as err:
+        raise DataFormatError(path, 1, f"the name ends in .gz but the file is not valid gzip ({err})") from None
+
+
 def _read_lines(path: Path, expected: str) -> list[str]:
     """The file's lines (UTF-8, BOM allowed, "\\r\\n" or "\\n"); empty or undecodable files raise."""
-    data = path.read_bytes()
+    data = read_file_bytes(path)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -225,27 +259,36 @@ def read_token_tags(
     return result
 
 
+PAIR_HEADER = ("sentence1", "sentence2", "label")
+
+
 def read_pair_tsv(
     path: str | Path,
     labels: Sequence[str],
     *,
     aliases: Mapping[str, str] | None = None,
     columns: tuple[int | str, int | str, int | str] = (0, 1, 2),
-    header: bool = False,
+    header: bool | None = False,
     n_columns: int = 3,
 ) -> ReadResult:
     """Read a TSV of text pairs into PairExamples: XNLI's `premise<TAB>hypothesis<TAB>label`.
 
     `columns` gives the (text_a, text_b, label) columns, as positions or, with `header=True`, as
     names from the first line (PAWS-X `test-*.hf.tsv`: `("sentence1", "sentence2", "label")`).
-    Every line must have `n_columns` fields (the header's count with a header). Blank lines are
-    skipped and counted.
+    With `header=None` the first line is a header exactly when it names the columns
+    `sentence1`, `sentence2` and `label` (PAWS-X's `id sentence1 sentence2 label` layout), and those
+    columns are read. Every line must have `n_columns` fields (the header's count with a header).
+    Blank lines are skipped and counted.
     """
     path = Path(path)
     table = LabelTable(labels, aliases)
     lines = _read_lines(path, "text<TAB>text<TAB>label lines")
     result = ReadResult(path, [])
     first = 1
+    if header is None:
+        header = set(PAIR_HEADER) <= set(lines[0].split("\t"))
+        if header:
+            columns = PAIR_HEADER
     positions = list(columns)
     if header:
         names = lines[0].split("\t")

@@ -1,8 +1,10 @@
 """Where a task's data comes from: explicit files, a local folder in the XTREME layout, or the hub.
 
-`load_split` tries, in order: the file given for "<split>.<lang>" in `files`, the local folder
-`data_dir`, then the Hugging Face hub when enabled. The returned SplitData's `origin` records
-exactly what was read, so that results can say which data they came from.
+`locate_split` tries, in order: the file given for "<split>.<lang>" in `files`, the local folder
+`data_dir`, then the Hugging Face hub when enabled, and returns what it found (files, or the hub's
+rows) with an `Origin` that records exactly what was read, so that results can say which data they
+came from. Parsing is the job of the task's kind (`xlgap.kinds`), which turns a `Located` into
+`SplitData`.
 """
 
 from __future__ import annotations
@@ -16,24 +18,11 @@ from pathlib import Path
 
 import datasets
 
-from xlgap.data.formats import (
-    DataFormatError,
-    Example,
-    LabelTable,
-    PairExample,
-    ReadResult,
-    TokenExample,
-    read_conllu,
-    read_pair_tsv,
-    read_token_tags,
-)
-from xlgap.data.tasks import TOKEN_CLASSIFICATION, TaskSpec, get_task
+from xlgap.data.formats import Example
+from xlgap.data.tasks import SPLITS, HubLayout, TaskSpec, get_task
 from xlgap.languages import check_language
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "dev", "test")
-_LANG_CODE = re.compile(r"[a-z]{2,3}")
 
 
 class DataSourceError(RuntimeError):
@@ -96,7 +85,7 @@ def _check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
 
 
-def _check_files(files: Mapping[str, str | Path]) -> None:
+def _check_files(files: Mapping[str, str | Path | None]) -> None:
     """Every key of data.files must read '<split>.<lang>' with a known split and language."""
     for key in files:
         split, _, lang = key.partition(".")
@@ -108,24 +97,18 @@ def _check_files(files: Mapping[str, str | Path]) -> None:
         check_language(lang, f"data.files[{key!r}]")
 
 
-def read_task_file(task: TaskSpec, path: Path, language: str) -> ReadResult:
-    """Read one file of `task`: CoNLL-U by extension (.conllu), otherwise the task kind's TSV format."""
-    if path.suffix == ".conllu":
-        return read_conllu(path, task.labels, aliases=task.aliases)
-    if task.kind == TOKEN_CLASSIFICATION:
-        return read_token_tags(path, task.labels, aliases=task.aliases, lang_prefix=language)
-    return read_pair_tsv(path, task.labels, aliases=task.aliases)
+@dataclass
+class Located:
+    """What was found for one task/language/split: files to read, or hub rows, and their origin."""
 
-
-def _from_files(task: TaskSpec, language: str, split: str, paths: list[Path]) -> SplitData:
-    examples: list[Example] = []
-    skipped: Counter[str] = Counter()
-    for path in paths:
-        result = read_task_file(task, path, language)
-        examples += result.examples
-        skipped += result.skipped
-    origin = Origin(files=tuple(str(p.resolve()) for p in paths))
-    return SplitData(task.name, language, split, examples, origin, skipped)
+    task: TaskSpec
+    language: str
+    split: str
+    origin: Origin
+    paths: list[Path] = field(default_factory=list)
+    rows: datasets.Dataset | None = None
+    columns: tuple[str, ...] = ()
+    """The hub layout's column names for `rows`."""
 
 
 def _local_candidates(
@@ -133,11 +116,14 @@ def _local_candidates(
 ) -> tuple[list[Path], list[str]]:
     """The files to read for a language/split under `data_dir`, and every path or pattern tried."""
     tried: list[str] = []
-    for pattern in task.local.file_patterns:
-        path = data_dir / task.local.folder / pattern.format(split=split, lang=language)
+    for pattern in task.local.for_split(split):
+        relative = pattern.for_language(language)
+        if relative is None:
+            continue
+        path = data_dir / relative
         if path.is_file():
             return [path], tried
-        tried.append(f"{path} (not found)")
+        tried.append(f"{path} ({'a folder, not a file' if path.is_dir() else 'not found'})")
     if task.local.ud_treebanks:
         # XTREME merges all treebanks of a language, in sorted order.
         pattern = f"ud/UD_*/{language}_*-ud-{split}.conllu"
@@ -148,22 +134,22 @@ def _local_candidates(
     return [], tried
 
 
-def load_split(
+def locate_split(
     task: TaskSpec | str,
     language: str,
     split: str,
     *,
     data_dir: str | Path | None = None,
-    files: Mapping[str, str | Path] | None = None,
+    files: Mapping[str, str | Path | None] | None = None,
     hub: bool = False,
     hub_repo: str | None = None,
     cache_dir: str | Path | None = None,
-) -> SplitData:
-    """Load one split ("train", "dev" or "test") of a task for one language and return SplitData.
+) -> Located:
+    """Find one split ("train", "dev" or "test") of a task for one language; returns a `Located`.
 
     Tries `files["<split>.<lang>"]`, then the XTREME-layout folder `data_dir`, then the hub if
     `hub` is true or `hub_repo` (which overrides the task's repo id, e.g. a local folder laid out
-    like the hub repo) is given. Raises DataSourceError listing every path tried and what to set.
+    like the hub repo) is given. Raises SplitNotFoundError listing every path tried and what to set.
     """
     spec = _resolve_task(task)
     _check_split(split)
@@ -173,10 +159,13 @@ def load_split(
     if files:
         _check_files(files)
         if key in files:
+            if files[key] is None:
+                raise SplitNotFoundError(f"no {spec.name} {split} data for language {language!r}: data.files[{key!r}] is null")
             path = Path(files[key])
             if not path.is_file():
-                raise DataSourceError(f"data.files[{key!r}]: {path} does not exist or is not a file")
-            return _from_files(spec, language, split, [path])
+                what = "is a folder, not a file" if path.is_dir() else "does not exist"
+                raise DataSourceError(f"data.files[{key!r}]: {path} {what}")
+            return Located(spec, language, split, Origin(files=(str(path.resolve()),)), [path])
     tried.append(f"data.files[{key!r}] (not set)")
     if data_dir is not None:
         root = Path(data_dir)
@@ -186,13 +175,17 @@ def load_split(
             )
         paths, local_tried = _local_candidates(spec, language, split, root)
         if paths:
-            return _from_files(spec, language, split, paths)
+            return Located(spec, language, split, Origin(files=tuple(str(p.resolve()) for p in paths)), paths)
         tried += local_tried
     else:
         tried.append("data.dir (not set)")
-    if hub or hub_repo is not None:
-        return _from_hub(spec, language, split, hub_repo or spec.hub.repo, cache_dir)
-    tried.append(f"hub {spec.hub.repo} config {spec.hub.config_for(language)} (hub not enabled)")
+    layout = spec.hub_for(split, language)
+    if layout is None:
+        tried.append(f"the hub (no {split} split of {spec.name} for {language!r} on the hub)")
+    elif hub or hub_repo is not None:
+        return _from_hub(spec, layout, language, split, hub_repo or layout.repo, cache_dir)
+    else:
+        tried.append(f"hub {layout.repo} config {layout.config_for(language)} (hub not enabled)")
     raise SplitNotFoundError(
         f"no {spec.name} {split} data for language {language!r}. Tried:\n"
         + "".join(f"  - {t}\n" for t in tried)
@@ -202,13 +195,13 @@ def load_split(
 
 
 def _from_hub(
-    task: TaskSpec, language: str, split: str, repo: str, cache_dir: str | Path | None
-) -> SplitData:
-    config = task.hub.config_for(language)
-    hub_split = task.hub.split_for(split)
+    task: TaskSpec, layout: HubLayout, language: str, split: str, repo: str, cache_dir: str | Path | None
+) -> Located:
+    config = layout.config_for(language)
+    hub_split = layout.split_for(split)
     what = f"hub dataset {repo!r} config {config!r} split {hub_split!r}"
     try:
-        dataset = datasets.load_dataset(
+        rows = datasets.load_dataset(
             repo, config, split=hub_split, cache_dir=str(cache_dir) if cache_dir is not None else None
         )
     except (ConnectionError, TimeoutError) as err:
@@ -220,60 +213,31 @@ def _from_hub(
         if "Unknown split" in str(err):
             raise SplitNotFoundError(f"{what}: no such split ({err})") from err
         raise DataSourceError(f"{what}: {err}") from err
-    origin = Origin(hub_repo=repo, hub_config=config, hub_split=hub_split)
-    examples, skipped = _examples_from_hub(task, dataset, str(origin))
-    log.info("%s %s %s: %d examples from %s", task.name, language, split, len(examples), origin)
-    return SplitData(task.name, language, split, examples, origin, skipped)
+    prefix = layout.prefix_for(language)
+    subset = None
+    if prefix is not None:
+        if "id" not in rows.column_names:
+            raise DataSourceError(f"{what}: expected an 'id' column to tell the languages apart")
+        total = len(rows)
+        rows = rows.filter(lambda ids: [str(i).startswith(prefix) for i in ids], batched=True, input_columns="id")
+        subset = f"{len(rows)} of {total} rows, ids starting with {prefix!r}"
+        if not len(rows):
+            raise SplitNotFoundError(f"{what}: no rows of language {language!r} (ids starting with {prefix!r})")
+    origin = Origin(hub_repo=repo, hub_config=config, hub_split=hub_split, subset=subset)
+    missing = [c for c in layout.columns if c not in rows.column_names]
+    if missing:
+        raise DataSourceError(
+            f"{origin}: expected columns {', '.join(layout.columns)}; missing {', '.join(missing)} "
+            f"(found {', '.join(rows.column_names)})"
+        )
+    return Located(task, language, split, origin, rows=rows, columns=layout.columns)
 
 
-def _label_names(dataset: datasets.Dataset, column: str) -> list[str] | None:
+def hub_label_names(dataset: datasets.Dataset, column: str) -> list[str] | None:
     """The names of a ClassLabel column (or of a list of ClassLabels); None for plain strings."""
     feature = dataset.features[column]
     feature = getattr(feature, "feature", feature)
     return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-
-
-def _examples_from_hub(
-    task: TaskSpec, dataset: datasets.Dataset, source: str
-) -> tuple[list[Example], Counter[str]]:
-    """Convert hub rows to examples, checking labels like the file readers do."""
-    columns = task.hub.columns
-    missing = [c for c in columns if c not in dataset.column_names]
-    if missing:
-        raise DataSourceError(
-            f"{source}: expected columns {', '.join(columns)}; missing {', '.join(missing)} "
-            f"(found {', '.join(dataset.column_names)})"
-        )
-    table = LabelTable(task.labels, task.aliases)
-    names = _label_names(dataset, columns[-1])
-
-    def label(raw: int | str, row: int) -> str:
-        if names is not None:
-            if not 0 <= raw < len(names):
-                raise DataFormatError(source, row, f"label id {raw} outside 0..{len(names) - 1}", unit="row")
-            raw = names[raw]
-        return table.canonical(raw, source, row, unit="row")
-
-    examples: list[Example] = []
-    skipped: Counter[str] = Counter()
-    data = dataset.to_dict()
-    if task.kind == TOKEN_CLASSIFICATION:
-        for row, (tokens, tags) in enumerate(zip(data[columns[0]], data[columns[1]], strict=True)):
-            if len(tokens) != len(tags):
-                raise DataFormatError(source, row, f"{len(tokens)} tokens but {len(tags)} tags", unit="row")
-            if not tokens:
-                skipped["empty sentences"] += 1
-                continue
-            examples.append(
-                TokenExample(tuple(tokens), tuple(label(t, row) for t in tags), f"{source}#{row}")
-            )
-    else:
-        rows = zip(data[columns[0]], data[columns[1]], data[columns[2]], strict=True)
-        for row, (text_a, text_b, raw) in enumerate(rows):
-            examples.append(PairExample(text_a, text_b, label(raw, row), f"{source}#{row}"))
-    if skipped:
-        log.info("%s: skipped %s", source, dict(skipped))
-    return examples, skipped
 
 
 def available_languages(task: TaskSpec | str, split: str, data_dir: str | Path) -> list[str]:
@@ -282,12 +246,17 @@ def available_languages(task: TaskSpec | str, split: str, data_dir: str | Path) 
     _check_split(split)
     root = Path(data_dir)
     found: set[str] = set()
-    for pattern in spec.local.file_patterns:
-        prefix, _, suffix = pattern.format(split=split, lang="\0").partition("\0")
-        for path in (root / spec.local.folder).glob(f"{prefix}*{suffix}"):
-            lang = path.name[len(prefix) : len(path.name) - len(suffix)]
-            if _LANG_CODE.fullmatch(lang):
-                found.add(lang)
+    for pattern in spec.local.for_split(split):
+        if "{lang}" not in pattern.path:
+            if (root / pattern.path).is_file():
+                found |= set(pattern.languages)
+            continue
+        escaped = re.escape(pattern.path).replace(re.escape("{lang}"), "(?P<lang>[a-z]{2,3})", 1)
+        shape = re.compile(escaped.replace(re.escape("{lang}"), "(?P=lang)"))
+        for path in root.glob(pattern.path.replace("{lang}", "*")):
+            match = shape.fullmatch(path.relative_to(root).as_posix())
+            if match and path.is_file():
+                found.add(match["lang"])
     if spec.local.ud_treebanks:
         found |= {p.name.split("_", 1)[0] for p in root.glob(f"ud/UD_*/*_*-ud-{split}.conllu")}
     return sorted(found)

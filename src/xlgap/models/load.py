@@ -1,26 +1,14 @@
-"""A pretrained encoder with the head of a task, from a hub id, a local folder or `bundled:<name>`."""
+"""A pretrained encoder with a task head, from a hub id, a local folder or `bundled:<name>`."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from xlgap.data.encode import label_maps
-from xlgap.data.tasks import TaskSpec
 from xlgap.models.bundled import resolve_model_path
-
-HEADS = {
-    "token_classification": AutoModelForTokenClassification,
-    "sequence_classification": AutoModelForSequenceClassification,
-}
 
 
 def resolve_model(spec: str, cache_dir: str | None = None) -> str:
@@ -29,18 +17,14 @@ def resolve_model(spec: str, cache_dir: str | None = None) -> str:
 
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
-    """The fast tokenizer saved with the model (a fast one is required for word-level labels)."""
+    """The fast tokenizer saved with the model (a fast one is required for word alignment and offsets)."""
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not tokenizer.is_fast:
         raise ValueError(f"{path}: xlgap needs a fast (Rust) tokenizer for word alignment; got {type(tokenizer).__name__}")
     return tokenizer
 
 
-def load_model(path: str, task: TaskSpec) -> PreTrainedModel:
-    """The encoder at `path` with a freshly initialised head for `task`, in float32."""
-    if task.kind not in HEADS:
-        raise ValueError(f"task {task.name}: no model head for kind {task.kind!r}")
-    label2id, id2label = label_maps(task)
-    return HEADS[task.kind].from_pretrained(
-        path, num_labels=len(label2id), label2id=label2id, id2label=id2label, dtype=torch.float32
-    )
+def load_model(path: str, head: type, **config: Any) -> PreTrainedModel:
+    """The encoder at `path` with a freshly initialised head of the Auto class `head` (e.g.
+    AutoModelForTokenClassification), in float32; `config` sets the head's config (num_labels, ...)."""
+    return head.from_pretrained(path, dtype=torch.float32, **config)

@@ -21,12 +21,13 @@ from xlgap.results import Run, format_mean_std
 
 @dataclass
 class Comparison:
-    """A table of runs x languages for one split, with the cells as {mean, std, n} dicts."""
+    """A table of runs x languages for one split, task and metric, with the cells as {mean, std, n} dicts."""
 
     split: str
     metric: str
     languages: list[str]
     rows: list[tuple[str, list[dict[str, Any] | None]]]
+    task: str = ""
 
     @property
     def columns(self) -> list[str]:
@@ -34,27 +35,37 @@ class Comparison:
         return [*self.languages, "target avg", "gap"]
 
 
-def comparison(runs: list[Run], split: str = "test") -> Comparison:
-    """Compare runs on `split`; languages in the order of the first run (sources first)."""
+def comparison(runs: list[Run], split: str = "test", metric: str | None = None) -> Comparison:
+    """Compare runs of one task on `split` in one metric (default: the task's selection metric);
+    languages in the order of the first run (sources first). Runs of different tasks, or a metric a run
+    does not report, are errors: a table never mixes two metrics."""
     summaries = [(run.name, run.summary()) for run in runs]
     usable = [(name, s) for name, s in summaries if split in s]
     if not usable:
         raise ValueError(f"none of the runs has {split} scores")
+    tasks = sorted({s["task"] for _, s in usable})
+    if len(tasks) > 1:
+        raise ValueError(f"the runs are of different tasks ({', '.join(tasks)}); compare runs of one task per table")
+    metric = metric or usable[0][1][split]["metric"]
+    for name, summary in usable:
+        if metric not in summary[split]["metrics"]:
+            known = ", ".join(summary[split]["metrics"])
+            raise ValueError(f"run {name} has no {split} metric {metric!r}; it has {known}")
     languages: list[str] = []
     for _, summary in usable:
-        languages += [lang for lang in summary[split]["scores"] if lang not in languages]
-    metrics = {s["metric"] for _, s in usable}
+        languages += [lang for lang in summary[split]["metrics"][metric]["scores"] if lang not in languages]
     rows = []
     for name, summary in usable:
-        block = summary[split]
+        block = summary[split]["metrics"][metric]
         cells = [block["scores"].get(lang) for lang in languages]
         rows.append((name, [*cells, block.get("target_avg"), block.get("gap")]))
-    return Comparison(split, "/".join(sorted(metrics)), languages, rows)
+    return Comparison(split, metric, languages, rows, tasks[0])
 
 
 def to_rich(table: Comparison) -> Table:
     """A rich Table for the terminal."""
-    out = Table(title=f"{table.split} {table.metric} (%), mean ± std over seeds", padding=(0, 1), pad_edge=False)
+    title = f"{table.task} {table.split} {table.metric} (%), mean ± std over seeds"
+    out = Table(title=title, padding=(0, 1), pad_edge=False)
     out.add_column("method", no_wrap=True)
     for column in table.columns:
         out.add_column(column.replace("target avg", "tgt avg"), justify="right", no_wrap=True)

@@ -1,8 +1,10 @@
 """Periodic measurements during training, one JSON line per probe in `metrics.jsonl`.
 
 Each record holds the step, the mean training loss since the previous probe, the dev score of every
-language, the source/target/average scores and the gap, the score the selection rule uses, every
-method group's lr multiplier, and the methods' own values (FSF's phase and phi).
+language in the task's selection metric (`dev`), every metric of every language (`metrics`:
+`{metric: {language: value}}`), the source/target/average scores and the gap, the score the
+selection rule uses, every method group's lr multiplier, and the methods' own values (FSF's phase
+and phi).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+from xlgap.kinds.evaluate import language_scores
 from xlgap.methods.base import Method, TrainingStats
-from xlgap.train.evaluate import language_scores
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +71,17 @@ class ProbeLog:
         return scores["source"] if self.selection == "source_dev" else scores["avg"]
 
     def build(
-        self, step: int, epoch: float | None, metrics: dict[str, float], stats: TrainingStats, method: Method
+        self,
+        step: int,
+        epoch: float | None,
+        evaluated: dict[str, dict[str, float]],
+        stats: TrainingStats,
+        method: Method,
     ) -> dict[str, Any]:
-        """The record of the probe at `step`, from the `eval_<lang>_<metric>` evaluation metrics."""
-        dev = {lang: metrics[f"eval_{lang}_{self.metric}"] for lang in [*self.sources, *self.targets]}
+        """The record of the probe at `step`, from the scores `{language: {metric: value}}` of the dev sets."""
+        languages = [*self.sources, *self.targets]
+        dev = {lang: evaluated[lang][self.metric] for lang in languages}
+        metrics = {m: {lang: evaluated[lang][m] for lang in languages} for m in evaluated[languages[0]]}
         scores = language_scores(dev, self.sources, self.targets)
         window = stats.losses[self.last_step : step]
         return {
@@ -80,6 +89,7 @@ class ProbeLog:
             "epoch": epoch,
             "train_loss": fmean(window) if window else None,
             "dev": dev,
+            "metrics": metrics,
             **scores,
             "select": self.selection_score(scores),
             "lr_multipliers": method.lr_multipliers(step, stats),

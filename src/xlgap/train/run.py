@@ -3,10 +3,11 @@
 `<run>/config.yaml` is the resolved config; each seed gets `seed-<s>/` with `metrics.jsonl` (probes),
 `checkpoints/` while it trains (removed when the seed is done), `losses.json` (the training loss of
 every update, what FSF's phase detector saw), `cka.json` (each layer's CKA to the pretrained model,
-when a method measured it), `results.json`, and `model/` when
-`save_model` is set; `summary.json` / `summary.md` cover the finished seeds. A run interrupted at any
-point resumes with `resume=True`: finished seeds are kept, the others continue from their latest
-complete checkpoint with the probe log cut back to it.
+when a method measured it), `results.json`, `predictions/<task>/test-<lang>.<ext>` with
+`train.save_predictions`, and `model/` when `save_model` is set; `summary.json` / `summary.md` cover
+the finished seeds. Everything is loaded and checked (task, methods, model, every data split) before
+the run folder is created. A run interrupted at any point resumes with `resume=True`: finished seeds
+are kept, the others continue from their latest complete checkpoint with the probe log cut back to it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -23,123 +23,26 @@ from typing import Any
 import torch
 import transformers
 import yaml
-from datasets import Dataset
 from transformers import PrinterCallback, ProgressCallback, TrainingArguments, set_seed
 
 import xlgap
 from xlgap.config import ExperimentConfig, dump_config
-from xlgap.data.encode import collator_for, encode_split
-from xlgap.data.sampling import subsample_split
-from xlgap.data.sources import SplitData, SplitNotFoundError, available_languages, load_split
 from xlgap.data.tasks import TaskSpec, get_task
-from xlgap.languages import check_language
+from xlgap.kinds import EncodedSplit, evaluate_sets, kind_of, language_scores
 from xlgap.methods import build_methods
 from xlgap.models.load import load_model, load_tokenizer, resolve_model
 from xlgap.results import write_summary
-from xlgap.train.evaluate import argmax_logits, language_scores, metric_fn
+from xlgap.train.data import ExperimentData, SeedData
 from xlgap.train.probes import ProbeLog, read_records
 from xlgap.train.progress import RunProgress
 from xlgap.train.trainer import XlgapTrainer, latest_checkpoint
-from xlgap.utils.files import read_json, replace_dir, write_json_atomic
+from xlgap.utils.files import read_json, replace_dir, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 
 class RunFolderError(RuntimeError):
     """The run folder exists and neither resuming nor overwriting was asked for, or configs differ."""
-
-
-@dataclass
-class ExperimentData:
-    """Encoded data of an experiment, shared by its seeds."""
-
-    train: Dataset
-    dev: dict[str, Dataset]
-    probe: dict[str, Dataset]
-    test: dict[str, Dataset]
-    sources: list[str]
-    targets: list[str]
-    provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-def target_languages(cfg: ExperimentConfig, task: TaskSpec) -> list[str]:
-    """The configured targets, or every language of the task with test data (locally or on the hub)."""
-    sources = cfg.data.source_languages
-    if cfg.data.target_languages is not None:
-        targets = cfg.data.target_languages
-    elif cfg.data_dir() and not cfg.data.hub:
-        targets = available_languages(task, "test", Path(cfg.data_dir()))
-    else:
-        targets = list(task.languages)
-    targets = [check_language(t, "data.target_languages") for t in targets if t not in sources]
-    if not targets:
-        raise ValueError("data.target_languages: no target language left besides the sources")
-    return targets
-
-
-def _load(cfg: ExperimentConfig, task: TaskSpec, language: str, split: str) -> SplitData:
-    data_dir = None if cfg.data.hub else cfg.data_dir()
-    return load_split(
-        task,
-        language,
-        split,
-        data_dir=Path(data_dir) if data_dir else None,
-        files={k: Path(v) for k, v in cfg.data.files.items()},
-        hub=not data_dir,
-    )
-
-
-def prepare_data(cfg: ExperimentConfig, task: TaskSpec, tokenizer: Any) -> ExperimentData:
-    """Load, subsample and encode the train split of the sources and the dev/test split of every language."""
-    sources = [check_language(s, "data.source_languages") for s in cfg.data.source_languages]
-    targets = target_languages(cfg, task)
-    provenance: dict[str, dict[str, Any]] = {}
-
-    def encoded(language: str, split: str, limit: int | None, tag: str = "") -> Dataset:
-        data = _load(cfg, task, language, split)
-        if limit is not None and limit < len(data):
-            data = subsample_split(data, limit, cfg.data.sample_seed)
-        result = encode_split(data, task, tokenizer, cfg.data.max_length)
-        provenance[f"{tag or split}.{language}"] = {"origin": data.origin.to_dict(), **result.stats.as_dict()}
-        return result.dataset
-
-    train_parts = [encoded(s, cfg.data.train_split, cfg.data.max_train_examples, "train") for s in sources]
-    train = train_parts[0] if len(train_parts) == 1 else _concat(train_parts)
-    languages = [*sources, *targets]
-    dev = {}
-    for lang in languages:
-        try:
-            dev[lang] = _by_length(encoded(lang, "dev", cfg.data.max_dev_examples))
-        except SplitNotFoundError:
-            if lang in sources:
-                raise
-            # XTREME has test-only languages (udpos kk, th, tl, yo): tested, but not probed or selected on.
-            log.warning("no dev set for %s: it is tested but left out of the probes and model selection", lang)
-            provenance[f"dev.{lang}"] = {"origin": None, "note": "no dev set; left out of probes and selection"}
-    if cfg.eval.probe_examples is None:
-        probe = dev
-    else:
-        probe = {lang: _by_length(encoded(lang, "dev", cfg.eval.probe_examples, "probe")) for lang in dev}
-    test = {}
-    if cfg.eval.test:
-        test = {lang: _by_length(encoded(lang, "test", cfg.data.max_test_examples)) for lang in languages}
-    return ExperimentData(train, dev, probe, test, sources, targets, provenance)
-
-
-def _concat(parts: list[Dataset]) -> Dataset:
-    from datasets import concatenate_datasets
-
-    return concatenate_datasets(parts)
-
-
-def _by_length(dataset: Dataset) -> Dataset:
-    """Evaluation order by length, longest first, so batches hold sentences of similar length (less padding).
-
-    A stable argsort rather than `Dataset.sort`, which warns under pyarrow >= 25.
-    """
-    lengths = dataset["length"]
-    order = sorted(range(len(dataset)), key=lambda i: -lengths[i])
-    return dataset.select(order)
 
 
 def training_arguments(cfg: ExperimentConfig, seed: int, output_dir: Path) -> TrainingArguments:
@@ -167,6 +70,7 @@ def training_arguments(cfg: ExperimentConfig, seed: int, output_dir: Path) -> Tr
         save_steps=cfg.eval.every,
         save_total_limit=1,
         load_best_model_at_end=cfg.eval.selection != "last",
+        label_names=["labels"],
         metric_for_best_model="select",
         greater_is_better=True,
         logging_strategy="steps",
@@ -183,49 +87,21 @@ def training_arguments(cfg: ExperimentConfig, seed: int, output_dir: Path) -> Tr
 def train_seed(
     cfg: ExperimentConfig,
     seed: int,
-    data: ExperimentData,
+    data: SeedData,
     task: TaskSpec,
     model_path: str,
     tokenizer: Any,
     resume: bool,
     progress: RunProgress | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate one seed; write `results.json` in its folder and return the results."""
+    """Train and evaluate one seed; write `results.json` (and the other seed files) and return the results."""
     seed_dir = cfg.run_dir / f"seed-{seed}"
     seed_dir.mkdir(parents=True, exist_ok=True)
-    checkpoints = seed_dir / "checkpoints"
-    checkpoint = latest_checkpoint(checkpoints) if resume else None
-    probe = ProbeLog(
-        seed_dir / "metrics.jsonl",
-        task.metric,
-        data.sources,
-        [t for t in data.targets if t in data.probe],
-        cfg.eval.selection,
-        on_record=progress.show_record if progress else None,
-    )
-    probe.truncate(int(checkpoint.name.split("-")[-1]) if checkpoint else 0)
-
-    set_seed(seed)
-    model = load_model(model_path, task)
-    trainer = XlgapTrainer(
-        model,
-        training_arguments(cfg, seed, checkpoints),
-        train_dataset=data.train,
-        eval_dataset=data.probe,
-        data_collator=collator_for(task, tokenizer),
-        processing_class=tokenizer,
-        compute_metrics=metric_fn(task.metric),
-        preprocess_logits_for_metrics=argmax_logits,
-        method=build_methods(cfg.methods),
-        probe=probe,
-    )
-    for callback in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(callback)
-    if progress is not None:
-        trainer.add_callback(progress.callback(f"seed {seed}"))
+    checkpoint = latest_checkpoint(seed_dir / "checkpoints") if resume else None
+    first_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+    trainer, probe = build_trainer(cfg, seed, data, task, model_path, tokenizer, first_step, progress)
 
     started = time.perf_counter()
-    first_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - started
     best_step = trainer.state.global_step if cfg.eval.selection == "last" else trainer.state.best_global_step
@@ -235,6 +111,7 @@ def train_seed(
         "seed": seed,
         "task": task.name,
         "metric": task.metric,
+        "metrics": list(task.metrics),
         "model": cfg.model.name,
         "methods": cfg.methods,
         "selection": cfg.eval.selection,
@@ -246,6 +123,7 @@ def train_seed(
         "train_seconds": train_seconds,
         "train_steps_timed": trainer.state.global_step - first_step,
         "data": data.provenance,
+        **({"few_shot": data.few_shot} if data.few_shot else {}),
         "versions": {
             "xlgap": xlgap.__version__,
             "commit": source_commit(),
@@ -254,16 +132,19 @@ def train_seed(
         },
         "device": str(trainer.args.device),
     }
-    probed = {r["step"]: r["dev"] for r in read_records(probe.path)}
+    probed = {r["step"]: r for r in read_records(probe.path)} if probe else {}
     for split, sets in (("dev", data.dev), ("test", data.test)):
         if not sets:
             continue
         if split == "dev" and data.probe is data.dev and best_step in probed:
-            scores = probed[best_step]  # the selected model was probed on exactly these sets
+            evaluated = scores_of_record(probed[best_step])  # the selected model was probed on exactly these sets
         else:
-            scores = evaluate_languages(trainer, sets, task.metric, split, progress)
-        targets = [t for t in data.targets if t in scores]
-        results[split] = {"scores": scores, **language_scores(scores, data.sources, targets)}
+            on_language = (lambda lang, s, split=split: progress.status(f"{split} {lang} ({len(s)} sequences)")) if progress else None
+            evaluation = evaluate_sets(trainer.model, sets, cfg.train.eval_batch_size, trainer.eval_dtype, on_language)
+            evaluated = evaluation.scores
+            if split == "test" and cfg.train.save_predictions:
+                results["predictions"] = write_predictions(seed_dir, sets, evaluation.predictions)
+        results[split] = split_results(evaluated, task, results["sources"], results["targets"], sets)
 
     if cfg.save_model:
         tmp = seed_dir / ".model.tmp"
@@ -273,8 +154,104 @@ def train_seed(
     if trainer.stats.cka:
         write_json_atomic(seed_dir / "cka.json", trainer.stats.cka)
     write_json_atomic(seed_dir / "results.json", results)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    shutil.rmtree(seed_dir / "checkpoints", ignore_errors=True)
     return results
+
+
+def build_trainer(
+    cfg: ExperimentConfig,
+    seed: int,
+    data: SeedData,
+    task: TaskSpec,
+    model_path: str,
+    tokenizer: Any,
+    first_step: int,
+    progress: RunProgress | None,
+) -> tuple[XlgapTrainer, ProbeLog | None]:
+    """The XlgapTrainer of one seed (model with a fresh head, methods, probes) and its probe log."""
+    seed_dir = cfg.run_dir / f"seed-{seed}"
+    kind = kind_of(task)
+    probe = None
+    if data.probe:
+        probe = ProbeLog(
+            seed_dir / "metrics.jsonl",
+            task.metric,
+            [s for s in data.sources if s in data.probe],
+            [t for t in data.targets if t in data.probe],
+            cfg.eval.selection,
+            on_record=progress.show_record if progress else None,
+        )
+        probe.truncate(first_step)
+    set_seed(seed)
+    model = load_model(model_path, kind.head, **kind.model_config(task))
+    args = training_arguments(cfg, seed, seed_dir / "checkpoints")
+    if not data.probe:
+        args.eval_strategy = "no"
+    trainer = XlgapTrainer(
+        model,
+        args,
+        train_dataset=data.train_dataset(),
+        eval_dataset=data.probe or None,
+        data_collator=kind.collator(tokenizer),
+        processing_class=tokenizer,
+        compute_loss_func=kind.loss,
+        method=build_methods(cfg.methods),
+        probe=probe,
+    )
+    for callback in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(callback)
+    if progress is not None:
+        trainer.add_callback(progress.callback(f"seed {seed}"))
+    return trainer, probe
+
+
+def scores_of_record(record: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """`{language: {metric: value}}` of a probe record."""
+    languages = record["dev"]
+    return {lang: {m: values[lang] for m, values in record["metrics"].items()} for lang in languages}
+
+
+def split_results(
+    evaluated: dict[str, dict[str, float]],
+    task: TaskSpec,
+    sources: list[str],
+    targets: list[str],
+    sets: dict[str, EncodedSplit],
+) -> dict[str, Any]:
+    """A results.json block for one split: the selection metric's scores and aggregates at the top
+    level, every metric under `metrics`, and the examples scored per language."""
+    present = [t for t in targets if t in evaluated]
+    per_metric = {}
+    for metric in task.metrics:
+        scores = {lang: values[metric] for lang, values in evaluated.items()}
+        per_metric[metric] = {"scores": scores, **language_scores(scores, sources, present)}
+    return {
+        "metric": task.metric,
+        **per_metric[task.metric],
+        "metrics": per_metric,
+        "examples": {lang: len(sets[lang].examples) for lang in evaluated},
+    }
+
+
+def write_predictions(seed_dir: Path, sets: dict[str, EncodedSplit], predictions: dict[str, list]) -> dict[str, Any]:
+    """Write each language's predictions in XTREME's submission layout; returns what was written.
+
+    When a test set is a subset of its file (`data.max_test_examples`), its gold examples are written
+    beside the predictions (`test-<lang>.gold.<ext>`) so that `xlgap score` scores the same examples.
+    """
+    written: dict[str, Any] = {}
+    for lang, split in sets.items():
+        kind = kind_of(split.task)
+        folder = seed_dir / "predictions" / split.task.name
+        path = folder / f"test-{lang}.{kind.predictions_suffix}"
+        write_text_atomic(path, kind.format_predictions(split, predictions[lang]))
+        entry: dict[str, Any] = {"file": str(path.relative_to(seed_dir)), "examples": len(split.examples)}
+        if split.origin.subset:
+            gold = folder / f"test-{lang}.gold.{kind.predictions_suffix}"
+            write_text_atomic(gold, kind.format_examples(split))
+            entry["gold"] = str(gold.relative_to(seed_dir))
+        written[lang] = entry
+    return written
 
 
 def source_commit() -> str | None:
@@ -288,19 +265,6 @@ def source_commit() -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("+dirty" if dirty.strip() else "")
-
-
-def evaluate_languages(
-    trainer: XlgapTrainer, sets: dict[str, Dataset], metric: str, split: str, progress: RunProgress | None
-) -> dict[str, float]:
-    """Score the current model on every language's dataset; returns {language: score}."""
-    scores = {}
-    for lang, dataset in sets.items():
-        if progress is not None:
-            progress.status(f"{split} {lang} ({len(dataset)} sequences)")
-        metrics = trainer.evaluate(eval_dataset=dataset, metric_key_prefix=f"{split}_{lang}")
-        scores[lang] = metrics[f"{split}_{lang}_{metric}"]
-    return scores
 
 
 def prepare_run_folder(cfg: ExperimentConfig, resume: bool, overwrite: bool) -> None:
@@ -328,20 +292,26 @@ def prepare_run_folder(cfg: ExperimentConfig, resume: bool, overwrite: bool) -> 
 def run_experiment(
     cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, progress: RunProgress | None = None
 ) -> dict[str, Any]:
-    """Run every seed of `cfg` (skipping finished ones when resuming); returns the summary over seeds."""
-    prepare_run_folder(cfg, resume, overwrite)
+    """Run every seed of `cfg` (skipping finished ones when resuming); returns the summary over seeds.
+
+    The task, the methods, the model and all data are loaded and checked before the run folder is touched.
+    """
     task = get_task(cfg.data.task)
+    kind_of(task)
+    build_methods(cfg.methods)
     model_path = resolve_model(cfg.model.name, cfg.model.cache_dir)
     tokenizer = load_tokenizer(model_path)
-    data = prepare_data(cfg, task, tokenizer)
+    data = ExperimentData(cfg, task, tokenizer)
+    prepare_run_folder(cfg, resume, overwrite)
     if progress is not None:
-        progress.show_data(data.provenance)
+        progress.show_data(data.for_seed(cfg.seeds[0]).provenance)
     results = []
     for seed in cfg.seeds:
         done = cfg.run_dir / f"seed-{seed}" / "results.json"
         if resume and done.exists():
             results.append(read_json(done))
             continue
-        results.append(train_seed(cfg, seed, data, task, model_path, tokenizer, resume, progress))
+        seed_data = data.for_seed(seed)
+        results.append(train_seed(cfg, seed, seed_data, task, model_path, tokenizer, resume, progress))
         write_summary(cfg.run_dir, results)
     return write_summary(cfg.run_dir, results)

@@ -16,8 +16,11 @@ It keeps the Trainer's conventions (TrainingArguments, checkpoints, `resume_from
 - checkpoints also hold those statistics and the methods' state (`xlgap_state.json`), so a resumed
   run takes the same decisions as an uninterrupted one;
 - length-grouped batches are drawn from (seed, epoch) alone, so a resumed epoch sees the same batches;
-- with a `ProbeLog`, each periodic evaluation over a dict of per-language dev sets becomes a
-  `metrics.jsonl` record, and adds `eval_select` (the selection score) for `metric_for_best_model`.
+- an `eval_dataset` that is a dict of per-language `EncodedSplit`s (xlgap's encoded evaluation sets,
+  of any task kind) is scored by `xlgap.kinds.evaluate_sets` (one inference pass, the kind's own
+  metrics) instead of the Trainer's prediction loop; with a `ProbeLog`, each periodic evaluation
+  becomes a `metrics.jsonl` record and adds `eval_select` (the selection score) for
+  `metric_for_best_model`. Any other `eval_dataset` goes through `Trainer.evaluate` unchanged.
 
 Use it in your own script like the Trainer: `XlgapTrainer(model, args, ..., method=FineTuningSlowFast())`.
 """
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy
 
 from xlgap.analysis.cka import layer_cka
+from xlgap.kinds import EncodedSplit, classification_loss, evaluate_sets
 from xlgap.methods.base import (
     Compose,
     Method,
@@ -44,7 +50,6 @@ from xlgap.methods.base import (
     group_multiplier,
     optimizer_groups,
 )
-from xlgap.train.losses import classification_loss
 from xlgap.train.probes import ProbeLog
 from xlgap.train.sampler import EpochSeededLengthGroupedSampler
 from xlgap.train.schedule import with_multipliers
@@ -210,19 +215,39 @@ class XlgapTrainer(Trainer):
 
     # ---- probes ----
 
+    @property
+    def eval_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of evaluation: the training precision (None: full precision)."""
+        return torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
+
     def evaluate(
         self,
         eval_dataset: Any = None,
         ignore_keys: list[str] | None = None,
         metric_key_prefix: str = "eval",
     ) -> dict[str, float]:
-        """Trainer.evaluate; the periodic evaluation of the dev sets also writes a probe record."""
-        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        if eval_dataset is None and self.probe is not None and metric_key_prefix == "eval":
-            record = self.probe.build(self.state.global_step, self.state.epoch, metrics, self.stats, self.method)
-            if self.is_world_process_zero():
+        """Score per-language EncodedSplits with `evaluate_sets` (other datasets: Trainer.evaluate); the
+        periodic evaluation of the probe sets also writes a probe record, once per step."""
+        sets = self.eval_dataset if eval_dataset is None else eval_dataset
+        if not _is_encoded_sets(sets):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        started = time.perf_counter()
+        evaluation = evaluate_sets(self.model, sets, self.args.eval_batch_size, self.eval_dtype)
+        metrics: dict[str, float] = {
+            f"{metric_key_prefix}_{lang}_{name}": value
+            for lang, scores in evaluation.scores.items()
+            for name, value in scores.items()
+        }
+        probing = eval_dataset is None and self.probe is not None and metric_key_prefix == "eval"
+        if probing:
+            step = self.state.global_step
+            record = self.probe.build(step, self.state.epoch, evaluation.scores, self.stats, self.method)
+            if self.is_world_process_zero() and step > self.probe.last_step:
                 self.probe.append(record)
-            metrics["eval_select"] = record["select"]
+            metrics[f"{metric_key_prefix}_select"] = record["select"]
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - started, 4)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
     # ---- checkpoints ----
@@ -266,6 +291,10 @@ class _UpdateBoundary(TrainerCallback):
             control.should_evaluate = True
             control.should_save = args.save_strategy == IntervalStrategy.STEPS or control.should_save
         return control
+
+
+def _is_encoded_sets(sets: Any) -> bool:
+    return isinstance(sets, Mapping) and bool(sets) and all(isinstance(v, EncodedSplit) for v in sets.values())
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
