@@ -16,10 +16,9 @@ import torch
 from torch.utils.data import BatchSampler, RandomSampler
 
 from benchdoc import update_section
-from xlgap.data.encode import encode_split
 from xlgap.data.sampling import subsample_split
-from xlgap.data.sources import load_split
 from xlgap.data.tasks import get_task
+from xlgap.kinds import encode_split, load_split
 from xlgap.models.load import load_tokenizer, resolve_model
 from xlgap.train.sampler import EpochSeededLengthGroupedSampler
 
@@ -50,7 +49,7 @@ def main() -> None:
     sets = {f"udpos train-en, all {len(full)} sentences": full, "4,000-sentence subset (seed 0)": subsample_split(full, 4000, 0)}
     rows = []
     for name, split in sets.items():
-        lengths = encode_split(split, task, tokenizer, args.max_length).dataset["length"]
+        lengths = encode_split(split, task, tokenizer, args.max_length).columns["length"]
         for batch_size in (16, 32):
             random_ratio, real, random_pad = waste(lengths, batch_size, grouped=False)
             grouped_ratio, _, grouped_pad = waste(lengths, batch_size, grouped=True)

@@ -35,12 +35,11 @@ from transformers import (
 )
 
 from benchdoc import update_section
-from xlgap.data.encode import encode_split
 from xlgap.data.sampling import subsample_split
-from xlgap.data.sources import load_split
 from xlgap.data.tasks import get_task
+from xlgap.kinds import encode_split, kind_of, load_split
 from xlgap.methods import FineTuningSlowFast, Freeze
-from xlgap.models.load import load_model, load_tokenizer, resolve_model
+from xlgap.models.load import load_tokenizer, resolve_model
 from xlgap.train.trainer import XlgapTrainer
 
 
@@ -72,7 +71,8 @@ def measure(variant: str, model_path: str, dataset, tokenizer, steps: int, batch
     """Train `steps` updates of one variant; returns its per-update times and token counts."""
     task = get_task("udpos")
     set_seed(1)
-    model = load_model(model_path, task)
+    kind = kind_of(task)
+    model = kind.load_model(model_path, task)
     collator = CountingCollator(tokenizer)
     collator.real, collator.padded = [], []
     args = TrainingArguments(
@@ -129,7 +129,7 @@ def main() -> None:
     model_path = resolve_model("bundled:multilingual-e5-small")
     tokenizer = load_tokenizer(model_path)
     split = subsample_split(load_split(task, "en", "train", data_dir=args.data_dir), args.sentences, 0)
-    dataset = encode_split(split, task, tokenizer, 128).dataset
+    dataset = encode_split(split, task, tokenizer, 128).dataset()
 
     variants = ["plain", "xlgap DF random", "xlgap DF", "xlgap FSF", "xlgap DF frozen"]
     totals = {v: {"times": [], "real": [], "padded": []} for v in variants}

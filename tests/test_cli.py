@@ -32,7 +32,7 @@ def tiny_config(tmp_path_factory):
 def test_help_lists_the_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("run", "report", "anatomy", "demo"):
+    for command in ("run", "report", "score", "anatomy", "demo"):
         assert command in result.output
 
 
@@ -96,3 +96,24 @@ def test_interrupt_says_how_to_resume(tiny_config, monkeypatch):
     result = runner.invoke(app, ["run", str(tiny_config), "seeds=[5]"])
     assert result.exit_code == 130
     assert f"xlgap run {tiny_config} seeds=[5] --resume" in result.output.replace("\n", "")
+
+
+def test_saved_predictions_score_as_the_run_did(tiny_config):
+    import json
+
+    out = tiny_config.parent / "runs" / "tiny-cli-predictions"
+    result = runner.invoke(
+        app,
+        ["run", str(tiny_config), "name=tiny-cli-predictions", "train.save_predictions=true", "data.max_test_examples=10"],
+    )
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "seed-1" / "results.json").read_text())
+    for lang in ("en", "de", "fr"):
+        entry = results["predictions"][lang]
+        assert entry["file"] == f"predictions/udpos/test-{lang}.tsv" and entry["examples"] == 10
+        gold = out / "seed-1" / entry["gold"]  # a capped test set: its 10 gold sentences are written beside
+        scored = runner.invoke(app, ["score", "udpos", str(gold), str(out / "seed-1" / entry["file"]), "--all-metrics"])
+        assert scored.exit_code == 0, scored.output
+        metrics = json.loads(scored.output)
+        assert metrics["f1"] == pytest.approx(results["test"]["metrics"]["f1"]["scores"][lang])
+        assert metrics["accuracy"] == pytest.approx(results["test"]["metrics"]["accuracy"]["scores"][lang])

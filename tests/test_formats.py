@@ -280,3 +280,108 @@ def test_pawsx_hf_test_with_header(shared_data):
     )
     assert len(result.examples) == 2000
     assert result.examples[0].text_a.startswith("Die Ausnahme war")
+
+
+def test_pawsx_header_is_detected_in_either_layout(shared_data):
+    dev = read_pair_tsv(shared_data / "pawsx" / "dev-de.tsv", ("0", "1"), header=None)
+    test = read_pair_tsv(shared_data / "pawsx" / "test-de.hf.tsv", ("0", "1"), header=None)
+    assert len(dev.examples) == len(test.examples) == 2000
+    assert test.examples[0].source == "test-de.hf.tsv:2"  # the header line is not an example
+    assert dev.examples[0].source == "dev-de.tsv:1"
+
+
+# ---------------------------------------------------------------- SQuAD JSON
+
+
+def squad(*paragraphs) -> dict:
+    return {"version": "1.1", "data": [{"title": "t", "paragraphs": list(paragraphs)}]}
+
+
+def paragraph(context="Berlin is big.", qas=None):
+    qas = qas if qas is not None else [{"id": "q1", "question": "What?", "answers": [{"text": "Berlin", "answer_start": 0}]}]
+    return {"context": context, "qas": qas}
+
+
+def test_squad_reader_examples_gzip_and_counted_unanswerable(tmp_path):
+    import gzip
+    import json
+
+    from xlgap.data.squad import read_squad
+
+    data = squad(
+        paragraph(),
+        paragraph("Paris is old.", [
+            {"id": "q2", "question": "Which?", "answers": [{"text": "old", "answer_start": 9}, {"text": "is old", "answer_start": 6}]},
+            {"id": "q3", "question": "Why?", "answers": [], "is_impossible": True},
+        ]),
+    )  # fmt: skip
+    path = write(tmp_path, "dev.json.gz", gzip.compress(json.dumps(data).encode()))
+    result = read_squad(path)
+    assert [(ex.id, ex.question, [a.text for a in ex.answers]) for ex in result.examples] == [
+        ("q1", "What?", ["Berlin"]),
+        ("q2", "Which?", ["old", "is old"]),
+    ]
+    assert result.examples[1].source == "dev.json.gz: data[0].paragraphs[1].qas[0] (question id q2)"
+    assert result.skipped == {"unanswerable questions (is_impossible)": 1}
+
+
+@pytest.mark.parametrize(
+    ("data", "where", "expected"),
+    [
+        ({"version": "1.1"}, r"\(top level\)", "missing 'data'"),
+        ({"data": [{"title": "t"}]}, r"data\[0\]", "missing 'paragraphs'"),
+        (squad({"context": "x"}), r"data\[0\].paragraphs\[0\]", "missing 'qas'"),
+        (squad({"qas": []}), r"data\[0\].paragraphs\[0\]", "missing 'context'"),
+        (squad(paragraph("  ")), r"data\[0\].paragraphs\[0\].context", "empty context"),
+        (squad(paragraph(qas=[{"id": "q", "question": "?"}])), r"qas\[0\] \(question id q\)", "missing 'answers'"),
+        (squad(paragraph(qas=[{"id": "q", "question": "?", "answers": []}])), r"qas\[0\].answers \(question id q\)", "no answers"),
+        (squad(paragraph(qas=[{"question": "?", "answers": []}])), r"qas\[0\]", "missing 'id'"),
+        (squad(paragraph(qas=[{"id": "q", "question": " ", "answers": []}])), r"qas\[0\] \(question id q\)", "empty question"),
+        (
+            squad(paragraph(qas=[{"id": "q", "question": "?", "answers": [{"text": "Paris", "answer_start": 0}]}])),
+            r"answers\[0\] \(question id q\)",
+            "answer text 'Paris' is not at answer_start 0 of the context \\(found 'Berli'\\)",
+        ),
+        (
+            squad(paragraph(qas=[{"id": "q", "question": "?", "answers": [{"text": "Berlin", "answer_start": "0"}]}])),
+            r"answers\[0\].answer_start \(question id q\)",
+            "expected an integer",
+        ),
+        (squad(paragraph(qas={"id": "q"})), r"paragraphs\[0\].qas", "expected a list"),
+    ],
+)
+def test_squad_reader_errors_name_the_json_path(tmp_path, data, where, expected):
+    import json
+
+    from xlgap.data.squad import read_squad
+
+    path = write(tmp_path, "xquad.de.json", json.dumps(data))
+    with pytest.raises(DataFormatError, match=rf"xquad.de.json, JSON path [^ ]*{where}: {expected}"):
+        read_squad(path)
+
+
+def test_squad_reader_broken_json_and_gzip(tmp_path):
+    from xlgap.data.squad import read_squad
+
+    with pytest.raises(DataFormatError, match=r"broken.json, line 3: not valid JSON \(Expecting"):
+        read_squad(write(tmp_path, "broken.json", '{"data": [\n  {"paragraphs": []},\n  oops\n]}'))
+    with pytest.raises(DataFormatError, match=r"plain.json.gz, line 1: the name ends in .gz but the file is not valid gzip"):
+        read_squad(write(tmp_path, "plain.json.gz", '{"data": []}'))
+    with pytest.raises(DataFormatError, match=r"none.json, JSON path data: no questions found"):
+        read_squad(write(tmp_path, "none.json", '{"data": []}'))
+
+
+def test_real_squad_files_read_whole(shared_data):
+    from xlgap.data.squad import read_squad
+
+    assert len(read_squad(shared_data / "xquad" / "xquad.th.json").examples) == 1190
+    assert len(read_squad(shared_data / "mlqa" / "dev-context-zh-question-zh.json").examples) == 504
+    tydiqa = read_squad(shared_data / "tydiqa" / "tydiqa.goldp.en.train.json").examples
+    assert len(tydiqa) == 3696 and len({ex.id for ex in tydiqa}) < 3696  # this copy repeats ids; all are kept
+
+
+def test_gzipped_token_tag_file(tmp_path):
+    import gzip
+
+    path = write(tmp_path, "train-en.tsv.gz", gzip.compress(b"Anna\tB-PER\n\nlebt\tO\n"))
+    assert [ex.tags for ex in read_token_tags(path, NER_TAGS).examples] == [("B-PER",), ("O",)]

@@ -56,3 +56,50 @@ def test_xnli_run_trained_on_dev(tmp_path, shared_data, bundled_model_dir):
     assert result["data"]["train.en"]["origin"]["files"][0].endswith("xnli/dev-en.tsv")
     assert set(result["test"]["scores"]) == {"en", "de", "sw"}
     assert result["best_step"] == result["steps"] == 3
+
+
+def test_panx_run_scores_entities_and_writes_scorable_predictions(tmp_path, shared_data, bundled_model_dir):
+    from xlgap.data.tasks import get_task
+    from xlgap.kinds import kind_of
+
+    cfg = config(tmp_path, shared_data, "panx", ["de", "zh"])
+    cfg.train.save_predictions = True
+    run_experiment(cfg)
+    seed_dir = tmp_path / "panx" / "seed-1"
+    result = load_run(tmp_path / "panx").results[0]
+    assert result["metric"] == "f1" and set(result["test"]["metrics"]) == {"f1", "precision", "recall"}
+    assert result["data"]["test.zh"]["origin"]["files"][0].endswith("panx/test-zh.tsv")
+    task = get_task("panx")
+    for lang in ("en", "de", "zh"):
+        entry = result["predictions"][lang]
+        scored = kind_of(task).score_files(task, seed_dir / entry["gold"], seed_dir / entry["file"], lang)
+        assert scored == pytest.approx({m: result["test"]["metrics"][m]["scores"][lang] for m in scored})
+
+
+def test_pawsx_run_trained_on_dev_with_a_held_out_source_dev(tmp_path, shared_data, bundled_model_dir):
+    cfg = config(tmp_path, shared_data, "pawsx", ["de", "zh"], train_split="dev", dev_holdout=16)
+    cfg.eval.selection = "avg_dev"
+    run_experiment(cfg)
+    result = load_run(tmp_path / "pawsx").results[0]
+    assert result["data"]["train.en"]["examples"] == 48
+    assert "held out as dev" in result["data"]["dev.en"]["origin"]["subset"]
+    assert result["data"]["test.de"]["origin"]["files"][0].endswith("pawsx/test-de.hf.tsv")
+    assert set(result["test"]["scores"]) == {"de", "zh"}  # no English test set in the folder
+    assert result["test"]["gap"] is None and result["dev"]["gap"] is not None
+    assert result["data"]["test.en"]["note"] == "no test set; not tested"
+
+
+def test_qa_run_maps_windows_back_to_questions(tmp_path, shared_data, bundled_model_dir):
+    tydiqa = shared_data / "tydiqa" / "tydiqa.goldp.en.train.json"
+    cfg = config(tmp_path, shared_data, "xquad", ["de", "ar"], files={"train.en": str(tydiqa)}, dev_holdout=16, max_length=128)
+    cfg.qa.doc_stride = 32
+    cfg.qa.max_query_length = 32
+    cfg.eval.selection = "source_dev"
+    run_experiment(cfg)
+    result = load_run(tmp_path / "xquad").results[0]
+    assert result["metric"] == "f1" and set(result["test"]["metrics"]) == {"f1", "exact_match"}
+    assert set(result["test"]["scores"]) == {"en", "de", "ar"} and set(result["dev"]["scores"]) == {"en"}
+    assert result["data"]["test.de"]["sequences"] > result["data"]["test.de"]["examples"] == 24  # several windows
+    assert result["data"]["train.en"]["windows_without_answer"] > 0
+    for lang in ("en", "de", "ar"):
+        assert result["test"]["metrics"]["exact_match"]["scores"][lang] <= result["test"]["metrics"]["f1"]["scores"][lang]

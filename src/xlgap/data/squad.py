@@ -20,16 +20,18 @@ _UNIT = "JSON path"
 log = logging.getLogger(__name__)
 
 
-def _field(node: Any, key: str, kind: type, path: Path, where: str) -> Any:
-    """`node[key]`, checked to be of `kind`; raises DataFormatError naming `where`."""
+def _field(node: Any, key: str, kind: type, path: Path, where: str, note: str = "") -> Any:
+    """`node[key]`, checked to be of `kind`; raises DataFormatError naming `where` (and `note`, the
+    question id)."""
     if not isinstance(node, dict):
-        raise DataFormatError(path, where, f"expected an object, found {type(node).__name__}", unit=_UNIT)
+        raise DataFormatError(path, where + note, f"expected an object, found {type(node).__name__}", unit=_UNIT)
     if key not in node:
-        raise DataFormatError(path, where, f"missing {key!r}; found keys {', '.join(map(repr, node)) or 'none'}", unit=_UNIT)
+        found = ", ".join(map(repr, node)) or "none"
+        raise DataFormatError(path, where + note, f"missing {key!r}; found keys {found}", unit=_UNIT)
     value = node[key]
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         expected = {list: "a list", str: "a string", int: "an integer"}.get(kind, "a string or an integer")
-        raise DataFormatError(path, f"{where}.{key}", f"expected {expected}, found {value!r:.60}", unit=_UNIT)
+        raise DataFormatError(path, f"{where}.{key}{note}", f"expected {expected}, found {value!r:.60}", unit=_UNIT)
     return value
 
 
@@ -67,22 +69,22 @@ def read_squad(path: str | Path) -> ReadResult:
             for k, qa in enumerate(_field(paragraph, "qas", list, path, where_p)):
                 where = f"{where_p}.qas[{k}]"
                 qid = str(_field(qa, "id", str | int, path, where))
-                where = f"{where} (question id {qid})"
+                note = f" (question id {qid})"
                 repeated += qid in seen
                 seen.add(qid)
-                question = _field(qa, "question", str, path, where)
+                question = _field(qa, "question", str, path, where, note)
                 if not question.strip():
-                    raise DataFormatError(path, where, "empty question", unit=_UNIT)
-                raw_answers = _field(qa, "answers", list, path, where)
+                    raise DataFormatError(path, where + note, "empty question", unit=_UNIT)
+                raw_answers = _field(qa, "answers", list, path, where, note)
                 if not raw_answers:
                     if qa.get("is_impossible") is True:
                         result.skipped["unanswerable questions (is_impossible)"] += 1
                         continue
-                    raise DataFormatError(path, f"{where}.answers", "no answers; expected at least one", unit=_UNIT)
+                    raise DataFormatError(path, f"{where}.answers{note}", "no answers; expected at least one", unit=_UNIT)
                 answers = tuple(
-                    _answer(answer, context, path, f"{where}.answers[{a}]") for a, answer in enumerate(raw_answers)
+                    _answer(answer, context, path, f"{where}.answers[{a}]", note) for a, answer in enumerate(raw_answers)
                 )
-                result.examples.append(QAExample(qid, question, context, answers, f"{path.name}: {where}"))
+                result.examples.append(QAExample(qid, question, context, answers, f"{path.name}: {where}{note}"))
     if not result.examples:
         raise DataFormatError(path, "data", "no questions found", unit=_UNIT)
     if repeated:
@@ -100,10 +102,10 @@ def answer_problem(context: str, text: str, start: int) -> str | None:
     return None
 
 
-def _answer(node: Any, context: str, path: Path, where: str) -> Answer:
-    text = _field(node, "text", str, path, where)
-    start = _field(node, "answer_start", int, path, where)
+def _answer(node: Any, context: str, path: Path, where: str, note: str) -> Answer:
+    text = _field(node, "text", str, path, where, note)
+    start = _field(node, "answer_start", int, path, where, note)
     problem = answer_problem(context, text, start)
     if problem:
-        raise DataFormatError(path, where, problem, unit=_UNIT)
+        raise DataFormatError(path, where + note, problem, unit=_UNIT)
     return Answer(text, start)

@@ -196,9 +196,13 @@ PANX_TAGS: tuple[str, ...] = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", 
 
 TAGGING, CLASSIFICATION, SPAN_EXTRACTION = "tagging", "classification", "span_extraction"
 QA_COLUMNS = ("id", "context", "question", "answers")
-# SQuAD v1.1 training data for the XQuAD/MLQA setting: English only (XTREME's download/squad/ folder).
+# SQuAD v1.1, the English training (and, for XQuAD, dev) data of the XQuAD/MLQA setting (XTREME's
+# download/squad/ folder; rajpurkar/squad on the hub).
 SQUAD_TRAIN = FilePattern("train", "squad/train-v1.1.json", ("en",))
-SQUAD_HUB = HubLayout("rajpurkar/squad", "plain_text", QA_COLUMNS, splits=(("train", "train"),), languages=("en",))
+SQUAD_DEV = FilePattern("dev", "squad/dev-v1.1.json", ("en",))
+SQUAD_HUB = HubLayout(
+    "rajpurkar/squad", "plain_text", QA_COLUMNS, splits=(("train", "train"), ("dev", "validation")), languages=("en",)
+)
 
 register_task(
     TaskSpec(
@@ -271,10 +275,11 @@ register_task(
         kind=SPAN_EXTRACTION,
         metrics=("f1", "exact_match"),
         languages=tuple("ar de el en es hi ro ru th tr vi zh".split()),
-        local=LocalLayout((SQUAD_TRAIN, FilePattern("test", "xquad/xquad.{lang}.json"))),
+        local=LocalLayout((SQUAD_TRAIN, SQUAD_DEV, FilePattern("test", "xquad/xquad.{lang}.json"))),
         hub=(SQUAD_HUB, HubLayout("google/xtreme", "XQuAD.{code}", QA_COLUMNS, splits=(("test", "validation"),))),
         options=(("answers", "squad"),),
-        description="XQuAD extractive QA (SQuAD v1.1 dev translated; test only), trained on SQuAD v1.1",
+        description="XQuAD extractive QA (SQuAD v1.1 dev translated; test only), trained on SQuAD v1.1; "
+        "English dev: SQuAD's",
     )
 )
 
@@ -294,10 +299,10 @@ register_task(
             )
         ),
         hub=(
-            SQUAD_HUB,
             HubLayout(
                 "google/xtreme", "MLQA.{code}.{code}", QA_COLUMNS, splits=(("dev", "validation"), ("test", "test"))
             ),
+            SQUAD_HUB,  # English training data (MLQA's own English dev wins for dev)
         ),
         options=(("answers", "mlqa"),),
         description="MLQA extractive QA, same-language context and question; MLQA's own answer normalisation",

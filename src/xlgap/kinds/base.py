@@ -34,6 +34,7 @@ from transformers import DataCollatorWithPadding
 from xlgap.data.formats import Example, ReadResult
 from xlgap.data.sources import Located, Origin, SplitData, locate_split
 from xlgap.data.tasks import TaskSpec, get_task
+from xlgap.models.load import load_model
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,10 @@ class TaskKind(ABC):
     def model_config(self, task: TaskSpec) -> dict[str, Any]:
         """Config arguments of the head (number of labels and their names)."""
         return {"num_labels": len(task.labels), "label2id": task.label2id, "id2label": task.id2label}
+
+    def load_model(self, path: str, task: TaskSpec) -> Any:
+        """The pretrained encoder at `path` with a freshly initialised head of this kind for `task`."""
+        return load_model(path, self.head, **self.model_config(task))
 
     def loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
         """The training loss, normalised over the whole accumulated batch (see `classification_loss`)."""

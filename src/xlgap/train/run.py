@@ -30,7 +30,7 @@ from xlgap.config import ExperimentConfig, dump_config
 from xlgap.data.tasks import TaskSpec, get_task
 from xlgap.kinds import EncodedSplit, evaluate_sets, kind_of, language_scores
 from xlgap.methods import build_methods
-from xlgap.models.load import load_model, load_tokenizer, resolve_model
+from xlgap.models.load import load_tokenizer, resolve_model
 from xlgap.results import write_summary
 from xlgap.train.data import ExperimentData, SeedData
 from xlgap.train.probes import ProbeLog, read_records
@@ -183,7 +183,7 @@ def build_trainer(
         )
         probe.truncate(first_step)
     set_seed(seed)
-    model = load_model(model_path, kind.head, **kind.model_config(task))
+    model = kind.load_model(model_path, task)
     args = training_arguments(cfg, seed, seed_dir / "checkpoints")
     if not data.probe:
         args.eval_strategy = "no"
