@@ -60,13 +60,24 @@ def test_extends_cycle(tmp_path):
         load_config(tmp_path / "a.yaml")
 
 
-RECIPES = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+ROOT = Path(__file__).parents[1]
+RECIPES = sorted((ROOT / "configs").rglob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+@pytest.mark.parametrize("path", RECIPES, ids=[str(p.relative_to(ROOT / "configs")) for p in RECIPES])
 def test_every_recipe_loads_and_builds_its_methods(path):
+    from xlgap.data.tasks import get_task
+    from xlgap.kinds import kind_of
     from xlgap.methods import build_methods
 
     cfg = load_config(path)
     build_methods(cfg.methods)
-    assert cfg.name and cfg.data.task in ("udpos", "xnli")
+    kind_of(get_task(cfg.data.task))
+    assert cfg.name
+    for key, file in cfg.data.files.items():  # CPU recipes name files of ../shared/data, relative to the root
+        assert file is None or file.startswith("../shared/data/"), key
+
+
+def test_recipe_names_are_unique():
+    names = [load_config(path).name for path in RECIPES]
+    assert len(names) == len(set(names))

@@ -147,7 +147,8 @@ def test_gated_policy_four_is_replayed_from_the_saved_cka(tmp_path):
 
 
 def test_probe_log_survives_a_write_cut_short(tmp_path):
-    from xlgap.train.probes import ProbeLog, read_records
+    from xlgap.results import read_records
+    from xlgap.train.probes import ProbeLog
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 4, "gap": 1.0}\n{"step": 8, "gap": 2.0}\n{"step": 12, "ga')

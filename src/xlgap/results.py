@@ -10,6 +10,8 @@ selection metric's block sits at the top level of the split, every metric's unde
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean, stdev
@@ -17,10 +19,33 @@ from typing import Any
 
 import yaml
 
-from xlgap.train.probes import read_records
 from xlgap.utils.files import read_json, write_json_atomic, write_text_atomic
 
 AGGREGATES = ("source", "target_avg", "avg", "gap")
+log = logging.getLogger(__name__)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """All probe records of a `metrics.jsonl` file (empty when the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        # A record is written with its newline in one flushed write: an unterminated last line is a
+        # write cut short by a crash, and the probe it belonged to is repeated after resuming.
+        log.warning("%s: ignoring an unfinished last line (a write interrupted by a crash)", path)
+        lines = lines[:-1]
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not a JSON record ({err})") from None
+    return records
 
 
 def mean_std(values: list[float]) -> dict[str, Any]:

@@ -59,15 +59,17 @@ class SeedData:
 def target_languages(cfg: ExperimentConfig, task: TaskSpec) -> list[str]:
     """The configured targets, or every language of the task with test data (locally or on the hub)."""
     sources = cfg.data.source_languages
+    where = ""
     if cfg.data.target_languages is not None:
         targets = cfg.data.target_languages
     elif cfg.data_dir() and not cfg.data.hub:
         targets = available_languages(task, "test", Path(cfg.data_dir()))
+        where = f" (the default is every language with a {task.name} test file in {cfg.data_dir()})"
     else:
         targets = list(task.languages)
     targets = [check_language(t, "data.target_languages") for t in targets if t not in sources]
     if not targets:
-        raise DataPlanError("data.target_languages: no target language left besides the sources")
+        raise DataPlanError(f"data.target_languages: no target language left besides the sources{where}")
     return targets
 
 
@@ -107,6 +109,12 @@ class ExperimentData:
 
     def __init__(self, cfg: ExperimentConfig, task: TaskSpec, tokenizer: Any):
         self.cfg, self.task, self.tokenizer = cfg, task, tokenizer
+        folder = cfg.data_dir()
+        if folder and not cfg.data.hub and not Path(folder).is_dir():
+            raise DataPlanError(
+                f"data.dir: {folder} is not a folder (resolved to {Path(folder).resolve()}; relative paths are "
+                "read from the working directory). Set data.dir or $XLGAP_DATA to a folder in the XTREME layout"
+            )
         self.settings = encode_settings(cfg, task)
         self.sources = [check_language(s, "data.source_languages") for s in cfg.data.source_languages]
         self.targets = target_languages(cfg, task)

@@ -10,7 +10,6 @@ and phi).
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,31 +18,7 @@ from typing import Any
 
 from xlgap.kinds.evaluate import language_scores
 from xlgap.methods.base import Method, TrainingStats
-
-log = logging.getLogger(__name__)
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """All probe records of a `metrics.jsonl` file (empty when the file does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
-    if lines and not text.endswith("\n"):
-        # A record is written with its newline in one flushed write: an unterminated last line is a
-        # write cut short by a crash, and the probe it belonged to is repeated after resuming.
-        log.warning("%s: ignoring an unfinished last line (a write interrupted by a crash)", path)
-        lines = lines[:-1]
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not a JSON record ({err})") from None
-    return records
+from xlgap.results import read_records
 
 
 class ProbeLog:

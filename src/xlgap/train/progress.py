@@ -22,9 +22,9 @@ def describe_record(record: dict[str, Any]) -> str:
     parts = [f"step {record['step']:>5}"]
     if record.get("train_loss") is not None:
         parts.append(f"loss {record['train_loss']:.3f}")
-    parts.append(f"source {record['source']:.1f}")
-    if record.get("target_avg") is not None:
-        parts += [f"targets {record['target_avg']:.1f}", f"gap {record['gap']:.1f}"]
+    for key, label in (("source", "source"), ("target_avg", "targets"), ("gap", "gap")):
+        if record.get(key) is not None:
+            parts.append(f"{label} {record[key]:.1f}")
     if "phase" in record:
         parts.append(f"phase {record['phase']}")
     return "  ".join(parts)

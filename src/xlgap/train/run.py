@@ -31,9 +31,9 @@ from xlgap.data.tasks import TaskSpec, get_task
 from xlgap.kinds import EncodedSplit, evaluate_sets, kind_of, language_scores
 from xlgap.methods import build_methods
 from xlgap.models.load import load_tokenizer, resolve_model
-from xlgap.results import write_summary
+from xlgap.results import read_records, write_summary
 from xlgap.train.data import ExperimentData, SeedData
-from xlgap.train.probes import ProbeLog, read_records
+from xlgap.train.probes import ProbeLog
 from xlgap.train.progress import RunProgress
 from xlgap.train.trainer import XlgapTrainer, latest_checkpoint
 from xlgap.utils.files import read_json, replace_dir, write_json_atomic, write_text_atomic
