@@ -32,7 +32,7 @@ def make_config(tiny_setup, out, name="tiny", **overrides):
         "model": {"name": model},
         "data": {"task": "udpos", "dir": data, "target_languages": ["de", "fr"], "max_length": 16},
         "methods": [{"name": "fsf", "window": 2, "threshold": 0.05, "policies": {"I": "layers[0:3]", "II": "layers[0:1].ffn", "III": "layers[-1:]", "IV": "layers[-1:].attention"}}],
-        "train": {"learning_rate": 3e-3, "epochs": 3, "batch_size": 4, "warmup_ratio": 0.1},
+        "train": {"learning_rate": 3e-3, "epochs": 3, "batch_size": 4, "warmup_ratio": 0.1, "checkpoint_every": 4},
         "eval": {"every": 4, "probe_examples": 10},
         "save_model": True,
     }
@@ -119,7 +119,7 @@ def test_non_finite_loss_stops_before_the_update_and_keeps_the_checkpoint(tiny_s
     with pytest.raises(NonFiniteLossError, match="at update 7"):
         run_experiment(cfg)
     checkpoints = tmp_path / "tiny" / "seed-3" / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-4"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-4", "frozen.safetensors"]
     assert not (tmp_path / "tiny" / "seed-3" / "results.json").exists()
 
 

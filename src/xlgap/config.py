@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
+from xlgap.utils.hardware import PRECISIONS
+
 SELECTION_RULES = ("avg_dev", "source_dev", "last")
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class ConfigError(ValueError):
@@ -99,7 +100,14 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     scheduler: str = "linear"
     group_by_length: bool = True
-    precision: str = "fp32"
+    precision: str = "auto"
+    """`auto` (bf16 autocast where the GPU or CPU computes natively in bf16, fp32 elsewhere), fp32, bf16 or
+    fp16; master weights, optimizer state, loss and metrics stay fp32."""
+    checkpoint_every: int | None = None
+    """Write a checkpoint (for --resume) every N updates; None: every `checkpoint_minutes`."""
+    checkpoint_minutes: float = 5.0
+    """Without checkpoint_every, a checkpoint at the first update after this many minutes since the last:
+    an interruption loses at most that much training."""
     eval_batch_size: int = 64
     dataloader_workers: int = 0
     save_predictions: bool = False
@@ -307,6 +315,10 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"seeds: repeated seed in {cfg.seeds}")
     if cfg.eval.selection not in SELECTION_RULES:
         raise ConfigError(f"eval.selection: expected one of {', '.join(SELECTION_RULES)}, got {cfg.eval.selection!r}")
+    if cfg.train.checkpoint_every is not None and cfg.train.checkpoint_every <= 0:
+        raise ConfigError(f"train.checkpoint_every: expected a positive integer or null, got {cfg.train.checkpoint_every}")
+    if cfg.train.checkpoint_minutes <= 0:
+        raise ConfigError(f"train.checkpoint_minutes: expected a positive number, got {cfg.train.checkpoint_minutes}")
     if cfg.train.precision not in PRECISIONS:
         raise ConfigError(f"train.precision: expected one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
     if cfg.data.train_split not in ("train", "dev"):

@@ -32,11 +32,13 @@ from xlgap.kinds import EncodedSplit, evaluate_sets, kind_of, language_scores
 from xlgap.methods import build_methods
 from xlgap.models.load import load_tokenizer, resolve_model
 from xlgap.results import read_records, write_summary
+from xlgap.train.checkpoints import CheckpointClock
 from xlgap.train.data import ExperimentData, SeedData
 from xlgap.train.probes import ProbeLog
 from xlgap.train.progress import RunProgress
 from xlgap.train.trainer import XlgapTrainer, latest_checkpoint
 from xlgap.utils.files import read_json, replace_dir, write_json_atomic, write_text_atomic
+from xlgap.utils.hardware import device_description, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,10 @@ class RunFolderError(RuntimeError):
     """The run folder exists and neither resuming nor overwriting was asked for, or configs differ."""
 
 
-def training_arguments(cfg: ExperimentConfig, seed: int, output_dir: Path) -> TrainingArguments:
-    """TrainingArguments for one seed of `cfg`: probes and checkpoints every `eval.every` updates."""
+def training_arguments(cfg: ExperimentConfig, seed: int, output_dir: Path, precision: str) -> TrainingArguments:
+    """TrainingArguments for one seed of `cfg` in `precision` (resolved, not `auto`): probes every
+    `eval.every` updates; checkpoints are asked for by a CheckpointClock, model selection is the
+    trainer's best-probe weights (not `load_best_model_at_end`, which would tie checkpoints to probes)."""
     t = cfg.train
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -62,17 +66,15 @@ def training_arguments(cfg: ExperimentConfig, seed: int, output_dir: Path) -> Tr
         lr_scheduler_type=t.scheduler,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         length_column_name="length",
-        bf16=t.precision == "bf16",
-        fp16=t.precision == "fp16",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        # mixed precision without a GPU must be asked for on the CPU explicitly
+        use_cpu=precision != "fp32" and not torch.cuda.is_available(),
         eval_strategy="steps",
         eval_steps=cfg.eval.every,
-        save_strategy="steps",
-        save_steps=cfg.eval.every,
+        save_strategy="no",
         save_total_limit=1,
-        load_best_model_at_end=cfg.eval.selection != "last",
         label_names=["labels"],
-        metric_for_best_model="select",
-        greater_is_better=True,
         logging_strategy="steps",
         logging_steps=cfg.eval.every,
         report_to=[],
@@ -99,12 +101,15 @@ def train_seed(
     seed_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = latest_checkpoint(seed_dir / "checkpoints") if resume else None
     first_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
-    trainer, probe = build_trainer(cfg, seed, data, task, model_path, tokenizer, first_step, progress)
+    precision, why = resolve_precision(cfg.train.precision)
+    trainer, probe = build_trainer(cfg, seed, data, task, model_path, tokenizer, first_step, precision, progress)
 
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - started
-    best_step = trainer.state.global_step if cfg.eval.selection == "last" else trainer.state.best_global_step
+    best_step = trainer.state.global_step
+    if cfg.eval.selection != "last":
+        best_step = trainer.restore_best()
 
     results: dict[str, Any] = {
         "name": cfg.name,
@@ -130,9 +135,12 @@ def train_seed(
             "transformers": transformers.__version__,
             "torch": torch.__version__,
         },
+        "precision": {"requested": cfg.train.precision, "used": precision, "why": why},
         "device": str(trainer.args.device),
+        "hardware": device_description(trainer.args.device),
     }
     probed = {r["step"]: r for r in read_records(probe.path)} if probe else {}
+    started = time.perf_counter()
     for split, sets in (("dev", data.dev), ("test", data.test)):
         if not sets:
             continue
@@ -145,6 +153,7 @@ def train_seed(
             if split == "test" and cfg.train.save_predictions:
                 results["predictions"] = write_predictions(seed_dir, sets, evaluation.predictions)
         results[split] = split_results(evaluated, task, results["sources"], results["targets"], sets)
+    results["wall_seconds"] = wall_time_split(train_seconds, trainer.timing, time.perf_counter() - started)
 
     if cfg.save_model:
         tmp = seed_dir / ".model.tmp"
@@ -166,6 +175,7 @@ def build_trainer(
     model_path: str,
     tokenizer: Any,
     first_step: int,
+    precision: str,
     progress: RunProgress | None,
 ) -> tuple[XlgapTrainer, ProbeLog | None]:
     """The XlgapTrainer of one seed (model with a fresh head, methods, probes) and its probe log."""
@@ -184,7 +194,7 @@ def build_trainer(
         probe.truncate(first_step)
     set_seed(seed)
     model = kind.load_model(model_path, task)
-    args = training_arguments(cfg, seed, seed_dir / "checkpoints")
+    args = training_arguments(cfg, seed, seed_dir / "checkpoints", precision)
     if not data.probe:
         args.eval_strategy = "no"
     trainer = XlgapTrainer(
@@ -197,12 +207,26 @@ def build_trainer(
         compute_loss_func=kind.loss,
         method=build_methods(cfg.methods),
         probe=probe,
+        compact_checkpoints=True,
+        callbacks=[CheckpointClock(cfg.train.checkpoint_every, cfg.train.checkpoint_minutes)],
     )
     for callback in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(callback)
     if progress is not None:
         trainer.add_callback(progress.callback(f"seed {seed}"))
     return trainer, probe
+
+
+def wall_time_split(train_seconds: float, timing: dict[str, float], final_seconds: float) -> dict[str, float]:
+    """Where a seed's wall time went: training proper, probes, checkpoints, final evaluation (seconds)."""
+    split = {
+        "training": train_seconds - timing["probes"] - timing["checkpoints"],
+        "probes": timing["probes"],
+        "checkpoints": timing["checkpoints"],
+        "final_evaluation": final_seconds,
+    }
+    split["total"] = sum(split.values())
+    return split
 
 
 def scores_of_record(record: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -14,7 +14,12 @@ It keeps the Trainer's conventions (TrainingArguments, checkpoints, `resume_from
   the model as passed in (the pretrained one) on the current training batch into `stats.cka` (this
   keeps a frozen copy of that model: its memory once more, and two forward passes per measurement);
 - checkpoints also hold those statistics and the methods' state (`xlgap_state.json`), so a resumed
-  run takes the same decisions as an uninterrupted one;
+  run takes the same decisions as an uninterrupted one; with `compact_checkpoints`, they hold only the
+  trainable weights (the frozen ones are written once, see train/checkpoints.py);
+- with a `ProbeLog`, the trainable weights of the best probe so far (by its selection score) are kept
+  in memory and in every checkpoint, and `restore_best()` puts them back after training: model
+  selection without a checkpoint per probe (use it instead of `load_best_model_at_end`);
+- `timing` accumulates the seconds spent in probes and in checkpoints;
 - length-grouped batches are drawn from (seed, epoch) alone, so a resumed epoch sees the same batches;
 - an `eval_dataset` that is a dict of per-language `EncodedSplit`s (xlgap's encoded evaluation sets,
   of any task kind) is scored by `xlgap.kinds.evaluate_sets` (one inference pass, the kind's own
@@ -50,6 +55,13 @@ from xlgap.methods.base import (
     group_multiplier,
     optimizer_groups,
 )
+from xlgap.train.checkpoints import (
+    FROZEN_FILE,
+    TRAINABLE_FILE,
+    BestWeights,
+    load_training_weights,
+    save_training_weights,
+)
 from xlgap.train.probes import ProbeLog
 from xlgap.train.sampler import EpochSeededLengthGroupedSampler
 from xlgap.train.schedule import with_multipliers
@@ -73,12 +85,17 @@ class XlgapTrainer(Trainer):
         *trainer_args: Any,
         method: Method | None = None,
         probe: ProbeLog | None = None,
+        compact_checkpoints: bool = False,
         **trainer_kwargs: Any,
     ):
         if model is None:
             raise ValueError("XlgapTrainer needs `model` (methods prepare it before training); model_init is not supported")
         self.method = method if method is not None else Compose()
         self.probe = probe
+        self.compact_checkpoints = compact_checkpoints
+        self.best: BestWeights | None = None
+        self.timing = {"probes": 0.0, "checkpoints": 0.0}
+        self._checkpointing = False
         self.stats = TrainingStats()
         self.group_specs: list[OptimizerGroupSpec] = []
         self.declared_groups: set[str] = set()
@@ -245,22 +262,56 @@ class XlgapTrainer(Trainer):
             if self.is_world_process_zero() and step > self.probe.last_step:
                 self.probe.append(record)
             metrics[f"{metric_key_prefix}_select"] = record["select"]
-        metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - started, 4)
+            if record["select"] is not None and (self.best is None or record["select"] > self.best.score):
+                self.best = BestWeights.capture(self.model, step, record["select"])
+        seconds = time.perf_counter() - started
+        if probing:
+            self.timing["probes"] += seconds
+        metrics[f"{metric_key_prefix}_runtime"] = round(seconds, 4)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
     # ---- checkpoints ----
 
+    def restore_best(self) -> int | None:
+        """Put the trainable weights of the best probe back into the model; returns its step (None
+        without probes)."""
+        if self.best is None:
+            return None
+        self.best.restore(self.model)
+        return self.best.step
+
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        """Save the statistics and method state first, then the Trainer's checkpoint."""
+        """Save the statistics, the method state and the best weights first, then the Trainer's checkpoint."""
+        started = time.perf_counter()
         if self.args.should_save:
             folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             folder.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(
-                folder / STATE_FILE, {"stats": self.stats.state_dict(), "method": self.method.state_dict()}
-            )
-        super()._save_checkpoint(model, trial)
+            best = self.best.save(folder) if self.best is not None else None
+            state = {"stats": self.stats.state_dict(), "method": self.method.state_dict(), "best": best}
+            write_json_atomic(folder / STATE_FILE, state)
+        self._checkpointing = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._checkpointing = False
+        self.timing["checkpoints"] += time.perf_counter() - started
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer.save_model; inside a compact checkpoint, only the trainable weights (frozen ones once)."""
+        if self._checkpointing and self.compact_checkpoints:
+            if self.args.should_save:
+                save_training_weights(self.model, Path(output_dir), Path(self.args.output_dir) / FROZEN_FILE)
+            return
+        super().save_model(output_dir, _internal_call)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        if (Path(resume_from_checkpoint) / TRAINABLE_FILE).exists():
+            frozen = Path(resume_from_checkpoint).parent / FROZEN_FILE
+            load_training_weights(model if model is not None else self.model, Path(resume_from_checkpoint), frozen)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -275,6 +326,8 @@ class XlgapTrainer(Trainer):
         state = read_json(path)
         self.stats.load_state_dict(state["stats"])
         self.method.load_state_dict(state["method"])
+        if state.get("best"):
+            self.best = BestWeights.load(Path(checkpoint), state["best"])
 
 
 class _UpdateBoundary(TrainerCallback):
