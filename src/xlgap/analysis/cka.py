@@ -3,6 +3,12 @@
 Written here because none of the field's libraries ships it for PyTorch tensors; the formula is two
 lines. FSF's policy IV can be gated on it (Guo et al., Section 3.2: speed up the top layers only while
 their CKA to the pretrained model is still falling), and analyses plot it per layer.
+
+Precision: the trainer measures inside its loss computation, so both models run their forward pass in
+the training precision (under bf16 autocast when training in bf16): the gate compares the model as it
+is trained with the pretrained one under the same arithmetic. The CKA itself is computed in float64 from
+the hidden states (a ratio of squared Frobenius norms of small Gram products: cheap, and free of the
+rounding of the training precision).
 """
 
 from __future__ import annotations
