@@ -61,7 +61,8 @@ def test_extends_cycle(tmp_path):
 
 
 ROOT = Path(__file__).parents[1]
-RECIPES = sorted((ROOT / "configs").rglob("*.yaml"))
+RECIPES = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "sweeps" not in p.parts)
+SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[str(p.relative_to(ROOT / "configs")) for p in RECIPES])
@@ -81,3 +82,11 @@ def test_every_recipe_loads_and_builds_its_methods(path):
 def test_recipe_names_are_unique():
     names = [load_config(path).name for path in RECIPES]
     assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
+def test_every_sweep_file_defines_valid_runs(path):
+    from xlgap.sweep import load_sweep
+
+    sweep = load_sweep(path, [], None, None, None)  # loads the config of every point
+    assert len(sweep.points()) >= 3

@@ -106,12 +106,22 @@ def test_terminal_table_is_never_cropped_on_a_narrow_console(tmp_path):
     assert console.width == 40
 
 
-def test_phase_one_spans_follow_the_detector():
-    losses = [3.0, 2.5, 2.0, 1.5, 1.4, 1.38, 1.37, 1.36]
-    # window 2: updates 1-4 are P1 (fewer than 4 losses known before them); update 5 uses
-    # losses[0:4]: (3.0+2.5)/2 - (2.0+1.5)/2 = 1.0 > 0.1 -> P1; update 6: (2.5+2)/2-(1.5+1.4)/2 = 0.8 -> P1;
-    # update 7: (2+1.5)/2 - (1.4+1.38)/2 = 0.36 -> P1; update 8: (1.5+1.4)/2 - (1.38+1.37)/2 = 0.075 -> P2
-    assert phase_one_spans(losses, 2, 0.1) == [(1, 7)]
+def test_phase_one_spans_follow_the_runs_own_detector(tmp_path):
+    from xlgap.report.plots import run_phases
+
+    assert phase_one_spans([True, True, False, True, False, False]) == [(1, 2), (4, 4)]
+    losses = [3.0, 2.5, 2.0, 1.5, 1.4, 1.38, 1.37, 1.36, 0.9, 0.5, 0.4, 0.39]
+    result = {**fake_result("fsf", 1, 90, 80, 60), "schedule": {"warmup_steps": 2, "total_steps": 12}}
+    methods = [{"name": "fsf", "window": 2, "threshold": 0.1, "phase": "per_update"}]
+    run = load_run(write_run(tmp_path, "fsf", [result], methods=methods, losses=losses))
+    # warm-up 2 + two windows of 2: updates 1-6 are P1 by definition. Update 7 uses losses[2:6]:
+    # (2.0+1.5)/2 - (1.4+1.38)/2 = 0.36 > 0.1 -> P1; update 8: (1.5+1.4)/2 - (1.38+1.37)/2 = 0.075 -> P2;
+    # update 9: (1.4+1.38)/2 - (1.37+1.36)/2 = 0.025 -> P2; update 10: (1.38+1.37)/2 - (1.36+0.9)/2 = 0.245 -> P1
+    # again (per update); update 11: (1.37+1.36)/2 - (0.9+0.5)/2 = 0.665 -> P1; 12: (1.36+0.9)/2-(0.5+0.4)/2 = 0.68
+    assert phase_one_spans(run_phases(run, 1)) == [(1, 7), (10, 12)]
+    latched = load_run(write_run(tmp_path, "latched", [result], methods=[{**methods[0], "phase": "latched"}], losses=losses))
+    assert phase_one_spans(run_phases(latched, 1)) == [(1, 7)]
+    assert run_phases(load_run(write_run(tmp_path, "df", [result], losses=losses)), 1) is None
 
 
 def test_figures_are_written_and_multipliers_recomputed_per_update(tmp_path):

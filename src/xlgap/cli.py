@@ -137,6 +137,97 @@ def score(
     print(json.dumps(scores))
 
 
+def _sweep_outputs(folder: Path, split: str, reference: Path | None) -> None:
+    """Write and show the sweep table, and the layer figure for a layer sweep."""
+    import yaml
+
+    from xlgap.report.plots import plot_layer_sweep
+    from xlgap.results import load_run
+    from xlgap.sweep import SWEEP_FILE, SweepError, layer_families, sweep_rows, table_csv, table_markdown
+    from xlgap.utils.files import write_text_atomic
+
+    keys = list(yaml.safe_load((folder / SWEEP_FILE).read_text(encoding="utf-8"))["grid"])
+    rows = sweep_rows(folder, split)
+    markdown = table_markdown(rows, keys)
+    write_text_atomic(folder / f"sweep-{split}.md", markdown)
+    write_text_atomic(folder / f"sweep-{split}.csv", table_csv(rows, keys))
+    console.print(markdown, markup=False, highlight=False)
+    try:
+        families = layer_families(rows, keys)
+    except SweepError:
+        return
+    level = load_run(reference).summary()[split]["target_avg"]["mean"] if reference else None
+    path = plot_layer_sweep(families, level, folder / f"layers-{split}.png", f"{split} target average ({rows[0]['metric']})")
+    console.print(f"figure: {path}")
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help="A config (with --grid) or a sweep file (config:, grid:, seeds:)."),
+    grid: list[str] = typer.Option(None, "--grid", help="KEY=V1,V2,... (YAML values); several --grid make a product."),
+    seeds: str = typer.Option(None, "--seeds", help="Seeds of every point, e.g. 1,2,3 (default: the config's)."),
+    name: str = typer.Option(None, "--name", help="The sweep folder's name (default: <config name>-sweep)."),
+    out: Path = typer.Option(None, "--out", help="Where the sweep folder goes (default: the config's output_dir)."),
+    reference: Path = typer.Option(None, "--reference", help="A run folder (plain fine-tuning) drawn as the reference line."),
+    split: str = typer.Option("test", "--split", help="The split of the sweep table: test or dev."),
+) -> None:
+    """Run the product of overrides x seeds as run folders under one sweep folder (finished points are
+    skipped, interrupted ones resumed), then write the sweep table and, for a layer sweep, its figure."""
+    from xlgap.config import ConfigError
+    from xlgap.data.sources import DataSourceError
+    from xlgap.data.tasks import UnknownTaskError
+    from xlgap.sweep import SweepError, load_sweep, run_sweep
+    from xlgap.train.progress import RunProgress
+    from xlgap.train.run import RunFolderError
+
+    _quiet_libraries()
+    try:
+        seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+    except ValueError:
+        _fail(f"--seeds {seeds!r}: expected integers separated by commas, e.g. 1,2,3")
+    try:
+        defined = load_sweep(config, grid or [], seed_list, out, name)
+        console.print(f"sweep {defined.folder}: {len(defined.points())} points")
+        with RunProgress(console) as progress:
+            run_sweep(defined, progress)
+        _sweep_outputs(defined.folder, split, reference)
+    except (SweepError, ConfigError, RunFolderError, DataSourceError, UnknownTaskError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        console.print(f"\ninterrupted; rerun the same command to continue ({defined.folder})")
+        raise typer.Exit(code=130) from None
+
+
+@app.command(name="fsf-sets")
+def fsf_sets_command(
+    sweep_folder: Path = typer.Argument(..., help="A layer sweep folder (reinit / freeze families over layers[i])."),
+    reference: Path = typer.Option(..., "--reference", help="The plain fine-tuning run the layers are compared with."),
+    split: str = typer.Option("dev", "--split", help="Which scores decide (dev: never choose settings on test)."),
+    margin: float = typer.Option(0.0, "--margin", help="Points a layer must be below / above the reference."),
+    out: Path = typer.Option(None, "--out", help="Write the config fragment here (default: print it)."),
+) -> None:
+    """Derive FSF's sets from a layer sweep (re-initialising hurts -> S1, freezing helps -> S2) as a
+    config fragment."""
+    import yaml
+
+    from xlgap.results import load_run
+    from xlgap.sweep import SWEEP_FILE, SweepError, fsf_sets, sweep_rows
+    from xlgap.utils.files import write_text_atomic
+
+    try:
+        keys = list(yaml.safe_load((sweep_folder / SWEEP_FILE).read_text(encoding="utf-8"))["grid"])
+        level = load_run(reference).summary()[split]["target_avg"]["mean"]
+        sets = fsf_sets(sweep_rows(sweep_folder, split), keys, level, margin)
+    except (SweepError, FileNotFoundError, KeyError, ValueError) as err:
+        _fail(f"{sweep_folder}: {err}")
+    fragment = yaml.safe_dump({"methods": [{"name": "fsf", "policies": sets}]}, sort_keys=False)
+    header = f"# FSF sets from the layer sweep {sweep_folder} ({split} target average vs {level:.2f}, margin {margin})\n"
+    if out:
+        write_text_atomic(out, header + fragment)
+        console.print(f"written: {out}")
+    console.print(header + fragment, markup=False, highlight=False)
+
+
 @app.command()
 def anatomy(
     model: str = typer.Argument("bundled:multilingual-e5-small", help="Hub id, local folder or bundled:<name>."),

@@ -79,6 +79,15 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         "seeds": [r["seed"] for r in results],
         "best_steps": [r["best_step"] for r in results],
     }
+    reports = [r.get("methods_report") or {} for r in results]
+    numbers = sorted({k for rep in reports for k, v in rep.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+    summary["methods_report"] = {k: mean_std([rep[k] for rep in reports if rep.get(k) is not None]) for k in numbers}
+    summary["methods_settings"] = {k: v for k, v in reports[0].items() if isinstance(v, str | dict) and k != "groups"}
+    groups = sorted({g for rep in reports for g in rep.get("groups", {})})
+    summary["groups"] = {
+        g: {key: mean_std([rep["groups"][g][key] for rep in reports if g in rep.get("groups", {})]) for key in ("mean_k", "lr_budget_share")}
+        for g in groups
+    }
     for split in ("dev", "test"):
         if not all(r.get(split) for r in results):
             continue
@@ -106,8 +115,17 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"- methods: {summary['methods'] or 'plain fine-tuning'}; model selection: {summary['selection']}",
         f"- sources: {', '.join(summary['sources'])}; seeds: {summary['seeds']} (best steps {summary['best_steps']})",
         "- cells are mean ± sample std over seeds; target avg excludes the sources; gap = source - target avg",
-        "",
     ]
+    for key, value in summary.get("methods_settings", {}).items():
+        lines.append(f"- {key}: {value}")
+    for key, cell in summary.get("methods_report", {}).items():
+        lines.append(f"- {key}: {format_mean_std(cell, 3)}")
+    for group, cells in summary.get("groups", {}).items():
+        lines.append(
+            f"- {group}: mean lr multiplier K {format_mean_std(cells['mean_k'], 3)}, "
+            f"share of the plain-lr budget {format_mean_std(cells['lr_budget_share'], 3)}"
+        )
+    lines.append("")
     for split in ("test", "dev"):
         if split not in summary:
             continue

@@ -8,13 +8,17 @@ from typing import Any
 
 from xlgap.methods.base import Compose, Method, ParamGroup, PrepareContext, TrainingStats
 from xlgap.methods.fsf import FineTuningFast, FineTuningSlow, FineTuningSlowFast
-from xlgap.methods.surgery import Freeze
+from xlgap.methods.noisytune import NoisyTune
+from xlgap.methods.surgery import Freeze, LrScale, Reinit
 
 METHODS: dict[str, Callable[..., Method]] = {
     "fsf": FineTuningSlowFast,
     "fs": FineTuningSlow,
     "ff": FineTuningFast,
     "freeze": Freeze,
+    "reinit": Reinit,
+    "lr_scale": LrScale,
+    "noisytune": NoisyTune,
 }
 
 __all__ = [
@@ -24,9 +28,12 @@ __all__ = [
     "FineTuningSlow",
     "FineTuningSlowFast",
     "Freeze",
+    "LrScale",
     "Method",
+    "NoisyTune",
     "ParamGroup",
     "PrepareContext",
+    "Reinit",
     "TrainingStats",
     "build_method",
     "build_methods",

@@ -8,7 +8,9 @@ CLIs, files or the Trainer. Any of these hooks may be implemented (the defaults 
 - `lr_multipliers(step, stats)`: dynamic multipliers per group name for the update after `step`
   completed updates, computed from `stats` (the loss of every completed update).
 - `penalty(model)`: an extra loss term, or None.
-- `probe_values(step, stats)`: extra numbers (phase flags, ...) to log with each probe.
+- `probe_values(step, stats)`: extra numbers to log with each probe; a method with training phases
+  reports the phase of the update after `step` as `"phase"` (plots shade phase P1 from it).
+- `report(stats)`: what the method did over the whole run (e.g. FSF's realised P1 share), for results.
 - `cka_every()`: how often (in updates) the trainer should measure each layer's CKA to the pretrained
   model on the training batch into `stats.cka`, or None (the default: never).
 - `state_dict()` / `load_state_dict(state)`: whatever is needed to resume exactly.
@@ -36,13 +38,17 @@ class TrainingStats:
 
     losses: list[float] = field(default_factory=list)
     cka: list[dict[str, Any]] = field(default_factory=list)
+    warmup_steps: int = 0
+    """Updates of the learning-rate warm-up (set by the trainer from its schedule)."""
+    total_steps: int | None = None
+    """Updates of the whole run (set by the trainer), None when unknown."""
 
     def state_dict(self) -> dict[str, Any]:
         """The statistics as plain lists (saved in checkpoints)."""
         return {"losses": list(self.losses), "cka": [dict(m) for m in self.cka]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore statistics saved by `state_dict`."""
+        """Restore statistics saved by `state_dict` (the schedule fields come from the trainer)."""
         self.losses = [float(x) for x in state["losses"]]
         self.cka = [{"step": int(m["step"]), "layers": [float(v) for v in m["layers"]]} for m in state.get("cka", [])]
 
@@ -90,6 +96,10 @@ class Method:
     def cka_every(self) -> int | None:
         """Updates between CKA measurements this method needs in `stats.cka` (default: None, none)."""
         return None
+
+    def report(self, stats: TrainingStats) -> dict[str, Any]:
+        """What the method did over a finished run, for results.json (default: nothing)."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """State needed to resume exactly (default: nothing)."""
@@ -139,6 +149,12 @@ class Compose(Method):
     def cka_every(self) -> int | None:
         wanted = [every for every in (m.cka_every() for m in self.methods) if every]
         return min(wanted) if wanted else None
+
+    def report(self, stats: TrainingStats) -> dict[str, Any]:
+        reports: dict[str, Any] = {}
+        for method in self.methods:
+            reports.update(method.report(stats))
+        return reports
 
     def state_dict(self) -> dict[str, Any]:
         return {str(i): m.state_dict() for i, m in enumerate(self.methods)}

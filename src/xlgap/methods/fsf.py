@@ -11,11 +11,30 @@ Four learning-rate policies act on four weight sets, switched by a phase detecto
 - every other weight keeps K = 1.
 
 With windows of `w` updates, prev = mean(loss[t-2w : t-w]) and recent = mean(loss[t-w : t]):
-the update is in P1 when prev - recent > threshold, and phi = recent / prev.
+the P1 test holds when prev - recent > threshold, and phi = recent / prev.
+
+Phase P1 (settled by the xlgap task issue, which overrides the digest where they differ):
+- `phase="latched"` (default): P1 is one initial phase, as the paper's text describes it ("the first
+  phase P1 (the first 20% of iterations)", Section 2.2; "after the first phase", policy II): it holds
+  until the test first fails and never returns. `phase="per_update"` re-evaluates the test at every
+  update, the literal reading of Section 3.2 (later loss bumps, e.g. at epoch boundaries, flip it back).
+- The detector starts after the learning-rate warm-up: updates before `warmup + 2w` are P1 by
+  definition, and the windows only ever hold post-warm-up losses (during warm-up the loss is flat
+  because the lr is tiny, not because learning has slowed down).
+- `threshold` is the paper's drop per update (0.1 for windows of 100 updates), kept as the literal
+  default, or `"auto"`: `auto_ratio` (0.5) times the drop between the first two post-warm-up windows.
+  The paper's 0.1 is an absolute loss difference, so its meaning changes with the loss scale (3-way
+  NLI vs 17-way tagging vs span extraction) and with the run length: on an XNLI-sized run of about
+  120k updates P1 shrinks to the forced first windows. "auto" reads "the loss falls fast" relative to
+  how fast this run's loss fell when the detector started: P1 ends once the window-to-window drop is
+  below half the initial one. It is invariant to the loss scale, needs no reference run, and is
+  computed from the run's own curve only (no dev or test data). The realised P1 share is reported
+  with every result (`report`), and a warning fires when P1 covers less than 5% of the run.
 
 Settled ambiguities (the same everywhere, per the digest):
 - the multiplier of update t+1 is computed from the losses of the t completed updates (it is set by
-  the lr scheduler before the update, like any schedule); before 2 windows exist the update is in P1;
+  the lr scheduler before the update, like any schedule); before 2 post-warm-up windows exist the
+  update is in P1;
 - K multiplies the scheduled lr of AdamW, so it scales Adam's update, not the raw gradient;
 - "weights" are weight matrices with their biases and LayerNorms (the anatomy's components);
 - policy III is realised as an exclusion: weights in V1 are removed from policy I's set, so that
@@ -84,6 +103,79 @@ def loss_ratio(losses: list[float], window: int) -> float | None:
         return None
     previous, recent = means
     return recent / previous if previous > 0 else 1.0
+
+
+AUTO_RATIO = 0.5
+P1_WARNING_SHARE = 0.05
+PHASES = ("latched", "per_update")
+
+
+class PhaseDetector:
+    """Phase P1 of every update from the loss curve (see the module docstring).
+
+    `phase_one(losses, step, warmup)` says whether the update after `step` completed ones is in P1.
+    The answer depends only on `losses[:step]`; prefix sums and the latched end are cached per loss
+    list, so a run (or a replay for plots) costs O(1) per update.
+    """
+
+    def __init__(self, window: int, threshold: float | str, latched: bool = True, auto_ratio: float = AUTO_RATIO):
+        self.window, self.threshold, self.latched, self.auto_ratio = window, threshold, latched, auto_ratio
+        self._key: tuple[int, int] | None = None
+        self._prefix: list[float] = [0.0]
+        self._checked = 0
+        self._end: int | None = None
+
+    def _prepare(self, losses: list[float], warmup: int) -> None:
+        key = (id(losses), warmup)
+        if key != self._key or len(losses) < len(self._prefix) - 1:
+            self._key, self._prefix, self._checked, self._end = key, [0.0], 0, None
+        for value in losses[len(self._prefix) - 1 :]:
+            self._prefix.append(self._prefix[-1] + value)
+
+    def _mean(self, start: int, end: int) -> float:
+        return (self._prefix[end] - self._prefix[start]) / (end - start)
+
+    def drop(self, step: int) -> float:
+        """prev - recent of the two windows ending at `step` (after `_prepare`)."""
+        w = self.window
+        return self._mean(step - 2 * w, step - w) - self._mean(step - w, step)
+
+    def first_test(self, warmup: int) -> int:
+        """The first step whose test is evaluated: two full windows after the warm-up."""
+        return warmup + 2 * self.window
+
+    def resolved_threshold(self, losses: list[float], warmup: int) -> float | None:
+        """The threshold in loss units (None for "auto" before its calibration point is reached)."""
+        if self.threshold != "auto":
+            return float(self.threshold)
+        start = self.first_test(warmup)
+        if len(losses) < start:
+            return None
+        self._prepare(losses, warmup)
+        return self.auto_ratio * max(self.drop(start), 0.0)
+
+    def phase_one(self, losses: list[float], step: int, warmup: int = 0) -> bool:
+        """Whether the update after `step` completed ones is in phase P1."""
+        start = self.first_test(warmup)
+        if step < start:
+            return True
+        self._prepare(losses, warmup)
+        threshold = self.resolved_threshold(losses, warmup)
+        if not self.latched:
+            return self.drop(step) > threshold
+        if self._end is not None:
+            return step < self._end
+        for t in range(max(self._checked + 1, start), step + 1):
+            self._checked = t
+            if not self.drop(t) > threshold:
+                self._end = t
+                return step < t
+        return True
+
+    def end(self, losses: list[float], warmup: int = 0) -> int | None:
+        """Latched: the number of P1 updates (the step at which the test first failed); None if P1 lasts."""
+        self.phase_one(losses, len(losses), warmup)
+        return self._end
 
 
 def adaptive_multiplier(phi: float, r: float) -> float:
@@ -160,10 +252,12 @@ class FineTuningSlowFast(Method):
         c2: float = 10.0,
         r: float = 3.0,
         window: int = 100,
-        threshold: float = 0.1,
+        threshold: float | str = 0.1,
         policies: dict[str, str | None] | None = None,
         iv_gate: str | None = None,
         cka_every: int = 100,
+        phase: str = "latched",
+        auto_ratio: float = AUTO_RATIO,
     ):
         unknown = sorted(set(policies or {}) - set(POLICIES))
         if unknown:
@@ -183,11 +277,19 @@ class FineTuningSlowFast(Method):
             raise ValueError(f"fsf cka_every: expected a positive number of updates, got {cka_every}")
         if not any(policies.get(p) for p in POLICIES):
             raise ValueError("fsf policies: every policy is switched off; use plain fine-tuning instead")
+        if phase not in PHASES:
+            raise ValueError(f"fsf phase: expected one of {', '.join(PHASES)}, got {phase!r}")
+        if threshold != "auto" and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
+            raise ValueError(f"fsf threshold: expected a loss drop per update (e.g. 0.1) or 'auto', got {threshold!r}")
+        if not 0 < auto_ratio < 1:
+            raise ValueError(f"fsf auto_ratio: expected a fraction in (0, 1), got {auto_ratio}")
         self.c1, self.c2, self.r = c1, c2, r
-        self.window, self.threshold = window, threshold
+        self.window, self.threshold, self.phase = window, threshold, phase
+        self.detector = PhaseDetector(window, threshold, latched=phase == "latched", auto_ratio=auto_ratio)
         self.policies = policies
         self.iv_gate, self.every = iv_gate, cka_every
         self.selectors: dict[str, str] = {}
+        self.declared: set[str] | None = None
 
     def resolved_selectors(self, num_layers: int) -> dict[str, str]:
         """The selector of every active policy for a model with `num_layers` layers."""
@@ -219,13 +321,23 @@ class FineTuningSlowFast(Method):
         if "I" in chosen and "III" in chosen:
             spared = set(chosen["III"])
             chosen["I"] = [n for n in chosen["I"] if n not in spared]
-        return {f"fsf.policy_{p}": ParamGroup(tuple(names)) for p, names in chosen.items() if names}
+        empty = sorted(p for p, names in chosen.items() if not names)
+        if empty:
+            log.warning("FSF: the set of policy %s is empty on this model (after sparing V1); it acts on nothing", empty)
+        groups = {f"fsf.policy_{p}": ParamGroup(tuple(names)) for p, names in chosen.items() if names}
+        self.declared = set(groups)
+        return groups
 
-    def multipliers_at(self, losses: list[float], cka: list[dict[str, Any]] = ()) -> dict[str, float]:
-        """K of every policy for the next update, given the losses of the completed updates and the CKA
-        measurements that may act on it (used only with `iv_gate="cka"`)."""
-        phase_one = in_phase_one(losses, self.window, self.threshold)
-        phi = loss_ratio(losses, self.window)
+    def multipliers_at(
+        self, losses: list[float], cka: list[dict[str, Any]] = (), step: int | None = None, warmup: int = 0
+    ) -> dict[str, float]:
+        """K of every policy for the update after `step` completed ones (default: all of `losses`), given
+        the losses of the completed updates, the warm-up length and the CKA measurements that may act on
+        it (used only with `iv_gate="cka"`). Only groups that have parameters are listed once
+        `param_groups` has run."""
+        step = len(losses) if step is None else step
+        phase_one = self.detector.phase_one(losses, step, warmup)
+        phi = loss_ratio(losses[:step], self.window)
         speed_up = not phase_one and (self.iv_gate is None or cka_still_falling(list(cka)))
         values = {
             "I": self.c1 if phase_one else 1.0,
@@ -233,16 +345,16 @@ class FineTuningSlowFast(Method):
             "III": 1.0,
             "IV": self.c2 if speed_up else 1.0,
         }
-        return {f"fsf.policy_{p}": values[p] for p in POLICIES if self.policies.get(p)}
+        names = {f"fsf.policy_{p}": values[p] for p in POLICIES if self.policies.get(p)}
+        return {g: k for g, k in names.items() if self.declared is None or g in self.declared}
 
     def lr_multipliers(self, step: int, stats: TrainingStats) -> dict[str, float]:
-        return self.multipliers_at(stats.losses[:step], self._cka_before(step, stats))
+        return self.multipliers_at(stats.losses, self._cka_before(step, stats), step, stats.warmup_steps)
 
     def probe_values(self, step: int, stats: TrainingStats) -> dict[str, Any]:
-        losses = stats.losses[:step]
-        phi = loss_ratio(losses, self.window)
+        phi = loss_ratio(stats.losses[:step], self.window)
         values: dict[str, Any] = {
-            "phase": "P1" if in_phase_one(losses, self.window, self.threshold) else "P2",
+            "phase": "P1" if self.detector.phase_one(stats.losses, step, stats.warmup_steps) else "P2",
             "phi": phi,
         }
         if self.iv_gate == "cka":
@@ -253,6 +365,26 @@ class FineTuningSlowFast(Method):
 
     def cka_every(self) -> int | None:
         return self.every if self.iv_gate == "cka" and self.policies.get("IV") else None
+
+    def report(self, stats: TrainingStats) -> dict[str, Any]:
+        """The realised phase P1 (updates and share of the run), the threshold in loss units and the
+        resolved sets; warns when P1 covers less than 5% of the run."""
+        total = len(stats.losses)
+        p1 = sum(self.detector.phase_one(stats.losses, t, stats.warmup_steps) for t in range(total))
+        share = p1 / total if total else None
+        if share is not None and share < P1_WARNING_SHARE:
+            log.warning(
+                "FSF: phase P1 covered %d of %d updates (%.1f%%): policy I barely acted. With the literal "
+                "threshold on a long run this is expected; consider threshold: auto or a larger window",
+                p1, total, 100 * share,
+            )
+        return {
+            f"{self.name}.phase": self.phase,
+            f"{self.name}.threshold": self.detector.resolved_threshold(stats.losses, stats.warmup_steps),
+            f"{self.name}.p1_updates": p1,
+            f"{self.name}.p1_share": share,
+            f"{self.name}.selectors": dict(self.selectors),
+        }
 
     @staticmethod
     def _cka_before(step: int, stats: TrainingStats) -> list[dict[str, Any]]:

@@ -3,8 +3,9 @@ the lr multiplier of every method group, and each layer's CKA to the pretrained 
 measured (Figure 6).
 
 Curves of a run are the mean over its seeds at each probe step (steps common to all seeds), with a
-±std band when there are several seeds. For runs with FSF, phase P1 is shaded update by update,
-recomputed by FSF's own detector from the first seed's per-update losses (`losses.json`).
+±std band when there are several seeds. Where a run's methods have training phases (FSF), phase P1 is
+shaded update by update, recomputed by the run's own methods from the first seed's statistics
+(`losses.json`, `cka.json`, the warm-up length in `results.json`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from xlgap.methods import TrainingStats, build_method, build_methods  # noqa: E402
-from xlgap.methods.fsf import in_phase_one  # noqa: E402
+from xlgap.methods import TrainingStats, build_methods  # noqa: E402
 from xlgap.results import Run  # noqa: E402
 
 
@@ -35,28 +35,37 @@ def series(run: Run, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array(steps), values.mean(axis=0), values.std(axis=0, ddof=1) if len(per_seed) > 1 else np.zeros(len(steps))
 
 
-def phase_one_spans(losses: list[float], window: int, threshold: float) -> list[tuple[int, int]]:
-    """Update intervals (first, last) in phase P1, as FSF's detector decided them from `losses`.
-
-    Update t+1 is in P1 when the detector says so from the losses of updates 1..t.
-    """
+def phase_one_spans(phases: list[bool]) -> list[tuple[int, int]]:
+    """Update intervals (first, last), counting from 1, where `phases` (one flag per update) is P1."""
     spans: list[tuple[int, int]] = []
-    for t in range(len(losses)):
-        if in_phase_one(losses[:t], window, threshold):
-            if spans and spans[-1][1] == t:
-                spans[-1] = (spans[-1][0], t + 1)
-            else:
-                spans.append((t + 1, t + 1))
+    for t, in_p1 in enumerate(phases, 1):
+        if not in_p1:
+            continue
+        if spans and spans[-1][1] == t - 1:
+            spans[-1] = (spans[-1][0], t)
+        else:
+            spans.append((t, t))
     return spans
 
 
-def fsf_detector(run: Run) -> tuple[int, float] | None:
-    """(window, threshold) of the run's FSF-family method, or None when it has none."""
-    for spec in run.config.get("methods") or []:
-        if spec.get("name") in ("fsf", "fs", "ff"):
-            method = build_method(spec)
-            return method.window, method.threshold
-    return None
+def seed_stats(run: Run, seed: int) -> TrainingStats:
+    """The training statistics of one seed as its methods saw them (losses, CKA, warm-up length)."""
+    result = next((r for r in run.results if r.get("seed") == seed), {})
+    schedule = result.get("schedule") or {}
+    return TrainingStats(
+        run.losses.get(seed, []), run.cka.get(seed, []), schedule.get("warmup_steps", 0), schedule.get("total_steps")
+    )
+
+
+def run_phases(run: Run, seed: int) -> list[bool] | None:
+    """Whether each update of a seed was in phase P1, recomputed by the run's own methods from its
+    statistics (a method with phases reports `"phase"` in its probe values); None without phases."""
+    stats = seed_stats(run, seed)
+    methods = build_methods(run.config.get("methods") or [])
+    phases = [methods.probe_values(t, stats).get("phase") for t in range(len(stats.losses))]
+    if not any(phases):
+        return None
+    return [phase == "P1" for phase in phases]
 
 
 def _band(ax: Any, steps: np.ndarray, mean: np.ndarray, std: np.ndarray, label: str, **style: Any) -> None:
@@ -94,9 +103,10 @@ def plot_gap_and_loss(runs: list[Run], path: Path) -> Path:
     """One panel per run: dev gap and training loss against updates, with phase P1 shaded."""
     fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4), squeeze=False)
     for ax, run in zip(axes[0], runs, strict=True):
-        detector = fsf_detector(run)
-        first_losses = next(iter(run.losses.values()), [])
-        spans = phase_one_spans(first_losses, *detector) if detector and first_losses else []
+        seed = next(iter(run.losses), None)
+        first_losses = run.losses.get(seed, [])
+        phases = run_phases(run, seed) if seed is not None else None
+        spans = phase_one_spans(phases) if phases else []
         for start, end in spans:
             ax.axvspan(start - 1, end, color="tab:orange", alpha=0.15, lw=0)
         steps, mean, std = series(run, "gap")
@@ -110,7 +120,7 @@ def plot_gap_and_loss(runs: list[Run], path: Path) -> Path:
             steps, mean, std = series(run, "train_loss")
             _band(loss_ax, steps, mean, std, "training loss", color="tab:red")
         loss_ax.set_ylabel("training loss (first seed)", color="tab:red")
-        shaded = f"\nP1 shaded (window {detector[0]}, threshold {detector[1]})" if spans else ""
+        shaded = f"\nP1 shaded ({sum(e - b + 1 for b, e in spans)} of {len(first_losses)} updates)" if spans else ""
         ax.set_title(f"{run.name}{shaded}")
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -126,7 +136,7 @@ def multiplier_curves(run: Run) -> tuple[list[int], dict[str, list[float]]]:
     seed = next(iter(run.losses), None)
     losses = run.losses.get(seed)
     if losses:
-        stats = TrainingStats(losses, run.cka.get(seed, []))
+        stats = seed_stats(run, seed)
         methods = build_methods(run.config.get("methods") or [])
         per_update = [methods.lr_multipliers(t, stats) for t in range(len(losses))]
         updates = list(range(1, len(losses) + 1))
@@ -180,6 +190,28 @@ def plot_cka(runs: list[Run], path: Path) -> Path | None:
 
     panels = [(run, next(iter(run.cka.values()))) for run in runs if run.cka]
     return _run_panels(panels, path, "linear CKA to the pretrained model (first seed)", draw)
+
+
+def plot_layer_sweep(
+    families: dict[str, dict[int, dict[str, Any]]], reference: float | None, path: Path, label: str
+) -> Path:
+    """Guo et al. Figure 3: the target average of every layer's run, one line per family (mean ± std
+    over seeds), and the reference run (plain fine-tuning) as a horizontal line."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for family, layers in families.items():
+        xs = sorted(layers)
+        cells = [layers[x]["target_avg"] for x in xs]
+        mean = np.array([c["mean"] for c in cells])
+        std = np.array([c["std"] or 0.0 for c in cells])
+        _band(ax, np.array(xs) + 1, mean, std, family, marker="o", markersize=3)
+    if reference is not None:
+        ax.axhline(reference, color="black", linestyle="--", lw=1, label="reference (DF)")
+    ax.set_xlabel("layer")
+    ax.set_ylabel(label)
+    ax.set_title("Score per layer (layer sweep)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
 
 
 def write_figures(runs: list[Run], out_dir: Path) -> list[Path]:

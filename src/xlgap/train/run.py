@@ -127,6 +127,8 @@ def train_seed(
         "train_loss": fmean(trainer.stats.losses),
         "train_seconds": train_seconds,
         "train_steps_timed": trainer.state.global_step - first_step,
+        "methods_report": trainer.method_report(),
+        "schedule": {"warmup_steps": trainer.stats.warmup_steps, "total_steps": trainer.stats.total_steps},
         "data": data.provenance,
         **({"few_shot": data.few_shot} if data.few_shot else {}),
         "versions": {

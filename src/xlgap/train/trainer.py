@@ -107,6 +107,14 @@ class XlgapTrainer(Trainer):
         self.method.prepare(model, PrepareContext(seed=seed))
         trainer_kwargs.setdefault("compute_loss_func", classification_loss)
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
+        if self.args.n_gpu > 1:
+            raise ValueError(
+                f"this process sees {self.args.n_gpu} GPUs and would train with torch.nn.DataParallel, which "
+                "XlgapTrainer does not support (its statistics and probes assume one model copy per process). "
+                "Start one process per GPU with `accelerate launch -m xlgap run ...` or `torchrun`, or pick one "
+                "GPU with CUDA_VISIBLE_DEVICES=0"
+            )
+        self.base_schedule: Any = None
         self.add_callback(_UpdateBoundary(self))
 
     # ---- optimizer and schedule ----
@@ -149,12 +157,19 @@ class XlgapTrainer(Trainer):
         if len(self.group_specs) != len(optimizer.param_groups):
             raise ValueError("XlgapTrainer builds its own optimizer groups; do not pass `optimizers=` to it")
         base = super().create_scheduler(num_training_steps, optimizer)
+        self.stats.warmup_steps = self.args.get_warmup_steps(num_training_steps)
+        self.stats.total_steps = num_training_steps
+        self.base_schedule = base.lr_lambdas[0]
         self.lr_scheduler = with_multipliers(optimizer, base, self.multipliers_at)
         return self.lr_scheduler
 
     def multipliers_at(self, step: int) -> list[float]:
-        """The dynamic multiplier of every optimizer group for the update after `step` completed ones."""
-        wanted = self.method.lr_multipliers(step, self.stats)
+        """The dynamic multiplier of every optimizer group for the next update.
+
+        The methods see the number of recorded update losses, not the scheduler's step: the two differ
+        after an update the optimizer skipped (fp16 overflow), where the scheduler does not advance.
+        """
+        wanted = self.method.lr_multipliers(len(self.stats.losses), self.stats)
         undeclared = sorted(set(wanted) - self.declared_groups)
         if undeclared:
             raise ValueError(f"methods asked for multipliers of groups they did not declare: {undeclared}")
@@ -189,25 +204,30 @@ class XlgapTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        """Task loss plus the methods' penalty; records the task loss and stops on NaN/inf."""
+        """Task loss plus the methods' penalty; records the task loss and stops on NaN/inf (on every
+        process at once: the processes agree before any of them stops)."""
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training:
             self._measure_cka(model, inputs)
-            if not torch.isfinite(loss).all():
-                raise NonFiniteLossError(
-                    f"the training loss is {loss.item()} at update {self.state.global_step + 1} "
-                    f"(epoch {self.state.epoch or 0:.2f}); the update was not applied and the last checkpoint "
-                    "is intact. Lower the learning rate, check the data, or use fp32."
-                )
             # Per-micro-batch shares that sum to the update's mean loss, however the Trainer scales it.
             scaled = self._loss_is_scaled(num_items_in_batch)
             share = loss.detach() if scaled else loss.detach() / self.current_gradient_accumulation_steps
-            self._update_loss = share if self._update_loss is None else self._update_loss + share
             penalty = self.method.penalty(self.accelerator.unwrap_model(model))
             if penalty is not None:
                 # Count the penalty once per update: the Trainer divides unscaled losses by the
                 # accumulation steps itself.
                 loss = loss + (penalty / self.current_gradient_accumulation_steps if scaled else penalty)
+            bad = (~torch.isfinite(loss.detach())).any().float().reshape(1)
+            if self.args.world_size > 1:
+                bad = self.accelerator.reduce(bad, reduction="sum")
+            if bad.item():
+                raise NonFiniteLossError(
+                    f"the training loss is {loss.detach().float().mean().item()} (with the methods' penalty) at update "
+                    f"{self.state.global_step + 1} (epoch {self.state.epoch or 0:.2f}) on at least one process; the "
+                    "update was not applied and the last checkpoint is intact. Lower the learning rate, check the "
+                    "data, or use fp32."
+                )
+            self._update_loss = share if self._update_loss is None else self._update_loss + share
         return (loss, outputs) if return_outputs else loss
 
     def _measure_cka(self, model: nn.Module, inputs: dict[str, Any]) -> None:
@@ -273,6 +293,21 @@ class XlgapTrainer(Trainer):
         return metrics
 
     # ---- checkpoints ----
+
+    def method_report(self) -> dict[str, Any]:
+        """What the methods did over the run: their own report (e.g. FSF's P1 share), and for every
+        method group its mean lr multiplier K and its share of the plain-lr budget (sum of K x schedule
+        over sum of schedule, update by update)."""
+        losses = self.stats.losses
+        per_update = [self.method.lr_multipliers(t, self.stats) for t in range(len(losses))]
+        schedule = [self.base_schedule(t) for t in range(len(losses))] if self.base_schedule else [1.0] * len(losses)
+        groups = {}
+        for group in sorted(self.declared_groups):
+            ks = [m.get(group, 1.0) for m in per_update]
+            if ks:
+                budget = sum(k * s for k, s in zip(ks, schedule, strict=True)) / (sum(schedule) or 1.0)
+                groups[group] = {"mean_k": sum(ks) / len(ks), "lr_budget_share": budget}
+        return {**self.method.report(self.stats), "groups": groups}
 
     def restore_best(self) -> int | None:
         """Put the trainable weights of the best probe back into the model; returns its step (None
