@@ -75,6 +75,17 @@ def test_multiplier_on_a_loss_curve_at_chosen_steps():
     assert fsf.probe_values(200, stats)["phase"] == "P2"
 
 
+def test_fs_and_ff_are_the_halves_with_their_values():
+    falling, slow = [2.0, 1.8, 1.6, 1.0, 0.9, 0.8], [0.5, 0.5, 0.5, 0.46, 0.45, 0.44]
+    fs, ff = FineTuningSlow(window=3, threshold=0.1, phase="per_update"), FineTuningFast(window=3, threshold=0.1, phase="per_update")
+    assert fs.multipliers_at(falling) == {"fsf.policy_I": 0.01, "fsf.policy_II": 1.0}
+    assert fs.multipliers_at(slow) == pytest.approx({"fsf.policy_I": 1.0, "fsf.policy_II": 0.271})
+    assert ff.multipliers_at(falling) == {"fsf.policy_III": 1.0, "fsf.policy_IV": 1.0}
+    assert ff.multipliers_at(slow) == {"fsf.policy_III": 1.0, "fsf.policy_IV": 10.0}
+    assert FineTuningSlow(c1=0.1, window=3).multipliers_at(falling)["fsf.policy_I"] == 0.1
+    assert FineTuningFast(c2=5, window=3, phase="per_update").multipliers_at(slow)["fsf.policy_IV"] == 5
+
+
 def test_fs_and_ff_are_the_halves():
     assert set(FineTuningSlow(window=3).multipliers_at([1.0])) == {"fsf.policy_I", "fsf.policy_II"}
     assert set(FineTuningFast(window=3).multipliers_at([1.0])) == {"fsf.policy_III", "fsf.policy_IV"}

@@ -145,7 +145,7 @@ def test_figures_are_written_and_multipliers_recomputed_per_update(tmp_path):
 
 def test_gated_policy_four_is_replayed_from_the_saved_cka(tmp_path):
     losses = [1.0] * 7  # flat: P2 from update 3 on (window 1)
-    spec = {"name": "fsf", "window": 1, "threshold": 0.1, "iv_gate": "cka", "cka_every": 2}
+    spec = {"name": "fsf", "window": 1, "threshold": 0.1, "iv_gate": "cka", "cka_every": 2, "cka_trend": 2}
     run = write_run(tmp_path, "fsf", [fake_result("fsf", 1, 91, 85, 65)], [spec], losses=losses)
     cka = [{"step": 0, "layers": [1.0, 1.0]}, {"step": 2, "layers": [0.8, 0.8]}, {"step": 4, "layers": [0.9, 0.9]}]
     (run / "seed-1" / "cka.json").write_text(json.dumps(cka))

@@ -60,7 +60,9 @@ def test_run_writes_every_output(tiny_setup, tmp_path):
     assert steps == [4, 8, 12, 16, 18]  # every 4 updates and the last one (24 examples / 4 x 3 epochs)
     assert all(set(r["dev"]) == {"en", "de", "fr"} for r in records)
     assert {"fsf.policy_I", "fsf.policy_IV"} <= set(records[0]["lr_multipliers"])
-    assert records[0]["phase"] in ("P1", "P2")
+    # warm-up ceil(0.1 x 18) = 2 updates, then two windows of 2: updates 1-6 are P1 by definition
+    assert results["schedule"] == {"warmup_steps": 2, "total_steps": 18}
+    assert records[0]["phase"] == "P1" and results["methods_report"]["fsf.p1_updates"] >= 6
     # best step = the probe with the highest average dev score (first one on ties)
     best = max(records, key=lambda r: (r["select"], -r["step"]))
     assert results["best_step"] == best["step"]
@@ -109,15 +111,22 @@ def test_non_finite_loss_stops_before_the_update_and_keeps_the_checkpoint(tiny_s
     cfg = make_config(tiny_setup, tmp_path)
     original = Trainer.compute_loss
 
+    seen = {}
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = original(self, model, inputs, True, num_items_in_batch)
         if model.training and self.state.global_step == 6:
+            seen["trainer"], seen["weights"] = self, {n: p.detach().clone() for n, p in model.named_parameters()}
             loss = loss * float("nan")
         return (loss, outputs) if return_outputs else loss
 
     monkeypatch.setattr(Trainer, "compute_loss", compute_loss)
     with pytest.raises(NonFiniteLossError, match="at update 7"):
         run_experiment(cfg)
+    # the weights are those after update 6: the non-finite update was never applied
+    after = dict(seen["trainer"].model.named_parameters())
+    assert all(torch.equal(after[n], w) for n, w in seen["weights"].items())
+    assert seen["trainer"].state.global_step == 6
     checkpoints = tmp_path / "tiny" / "seed-3" / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-4", "frozen.safetensors"]
     assert not (tmp_path / "tiny" / "seed-3" / "results.json").exists()
@@ -150,5 +159,9 @@ def test_a_language_without_dev_set_is_tested_but_not_probed(tiny_setup, tmp_pat
     assert set(result["test"]["scores"]) == {"en", "de", "fr"}
     assert set(result["dev"]["scores"]) == {"en", "de"}
     assert result["dev"]["target_avg"] == result["dev"]["scores"]["de"]
+    # the dev and test averages cover different languages, and every table says which
+    assert result["dev"]["target_languages"] == ["de"] and result["test"]["target_languages"] == ["de", "fr"]
+    summary = (tmp_path / "runs" / "tiny" / "summary.md").read_text()
+    assert "target avg over 2 languages: de, fr" in summary and "target avg over 1 languages: de" in summary
     assert all(set(r["dev"]) == {"en", "de"} for r in run.records[3])
     assert result["data"]["dev.fr"]["note"].startswith("no dev set")

@@ -57,6 +57,7 @@ def _summarize_block(blocks: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean ± std over seeds of one metric's per-language scores and aggregates."""
     languages = list(blocks[0]["scores"])
     return {
+        "target_languages": blocks[0].get("target_languages", []),
         "scores": {lang: mean_std([b["scores"][lang] for b in blocks]) for lang in languages},
         **{key: mean_std([b[key] for b in blocks]) for key in AGGREGATES if all(b.get(key) is not None for b in blocks)},
     }
@@ -97,6 +98,12 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def target_note(block: dict[str, Any]) -> str:
+    """The line under a table that says which languages its target average covers."""
+    languages = block.get("target_languages") or []
+    return f"target avg over {len(languages)} languages: {', '.join(languages)}" if languages else ""
+
+
 def format_mean_std(cell: dict[str, Any] | None, digits: int = 1) -> str:
     """`mean ± std` (or just the mean for one seed; `-` when missing)."""
     if not cell:
@@ -135,7 +142,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             lines += [f"## {split}: {metric}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             cells = [format_mean_std(block["scores"][lang]) for lang in langs]
             cells += [format_mean_std(block.get("target_avg")), format_mean_std(block.get("gap"))]
-            lines += ["| " + " | ".join(cells) + " |", ""]
+            lines += ["| " + " | ".join(cells) + " |", "", target_note(block), ""]
     return "\n".join(lines)
 
 

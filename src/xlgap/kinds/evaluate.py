@@ -55,25 +55,38 @@ def pack(split: EncodedSplit) -> Packed:
     return split.cache["packed"]
 
 
-def batches(split: EncodedSplit, batch_size: int) -> Iterator[EvalBatch]:
-    """Length-sorted, right-padded batches of at most `batch_size` rows (model inputs as CPU tensors)."""
+def batch_of(split: EncodedSplit, rows: np.ndarray) -> EvalBatch:
+    """The rows `rows` of `split`, right-padded into one batch (model inputs as CPU tensors)."""
     packed = pack(split)
     alignment = kind_of(split.task).alignment
-    for first in range(0, len(packed.order), batch_size):
-        rows = packed.order[first : first + batch_size]
-        lengths = packed.lengths[rows]
-        width = int(lengths.max())
-        real = np.arange(width)[None, :] < lengths[:, None]
-        index = np.where(real, packed.starts[rows][:, None] + np.arange(width)[None, :], 0)
-        inputs = {"attention_mask": torch.from_numpy(real.astype(np.int64))}
-        columns = {"example_index": packed.example_index[rows]}
-        for name, values in packed.flat.items():
-            if name in alignment:
-                columns[name] = np.where(real, values[index], PAD_ALIGNMENT)
-            else:
-                pad = split.pad_id if name == "input_ids" else 0
-                inputs[name] = torch.from_numpy(np.where(real, values[index], pad))
-        yield EvalBatch(rows, inputs, columns)
+    lengths = packed.lengths[rows]
+    width = int(lengths.max())
+    real = np.arange(width)[None, :] < lengths[:, None]
+    index = np.where(real, packed.starts[rows][:, None] + np.arange(width)[None, :], 0)
+    inputs = {"attention_mask": torch.from_numpy(real.astype(np.int64))}
+    columns = {"example_index": packed.example_index[rows]}
+    for name, values in packed.flat.items():
+        if name in alignment:
+            columns[name] = np.where(real, values[index], PAD_ALIGNMENT)
+        else:
+            pad = split.pad_id if name == "input_ids" else 0
+            inputs[name] = torch.from_numpy(np.where(real, values[index], pad))
+    return EvalBatch(rows, inputs, columns)
+
+
+def batches(split: EncodedSplit, batch_size: int) -> Iterator[EvalBatch]:
+    """Length-sorted, right-padded batches of at most `batch_size` rows (model inputs as CPU tensors)."""
+    order = pack(split).order
+    for first in range(0, len(order), batch_size):
+        yield batch_of(split, order[first : first + batch_size])
+
+
+def fixed_batch(split: EncodedSplit, size: int = 32) -> dict[str, torch.Tensor]:
+    """A batch of `size` rows spread evenly over the split's lengths (a probe batch that is the same
+    every time it is used), as model inputs."""
+    order = pack(split).order
+    picks = np.unique(np.linspace(0, len(order) - 1, min(size, len(order))).round().astype(int))
+    return batch_of(split, order[picks]).inputs
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> Any:

@@ -40,10 +40,14 @@ Settled ambiguities (the same everywhere, per the digest):
 - policy III is realised as an exclusion: weights in V1 are removed from policy I's set, so that
   "do not slow V1 down in P1" holds even when the sets overlap (with the paper's sets they do not);
 - policies compose by product, which reproduces Eq. 2 because each is 1 when it is not active;
-- CKA gate: the trainer measures each layer's CKA to the pretrained model on the training batch every
-  `cka_every` updates; the CKA of the top layers "is still falling" until the mean over the last two
-  layers at a measurement is not below the one before it (with fewer than two measurements, it is
-  falling). A measurement taken after update u acts from the lr of update u + 2 on (the lr of u + 1 is
+- CKA gate: the trainer measures each layer's CKA to the pretrained model every `cka_every` updates on
+  a fixed probe batch (source-language dev text, the same every time, so that successive measurements
+  differ by the weights only; `xlgap run` passes it, a user's script may, else the current training
+  batch is used), with both models under the training precision. The gate watches the layers of
+  policy IV's own set V2 (two for 12 layers, four for 24) and reads a trend, not noise: the CKA "is
+  still falling" while the least-squares slope of their mean over the last `cka_trend` (3)
+  measurements is below `-cka_tolerance` (0.001) per measurement; with fewer measurements it is
+  falling. A measurement taken after update u acts from the lr of update u + 2 on (the lr of u + 1 is
   set before it is taken), in training and when the multipliers are recomputed for plots alike.
 
 FS is policies I+II only, FF is policies III+IV only; the Table 8 ablations are other assignments of
@@ -55,6 +59,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 from torch import nn
@@ -184,19 +189,51 @@ def adaptive_multiplier(phi: float, r: float) -> float:
 
 
 CKA_TOP_LAYERS = 2
+CKA_TREND = 3
+CKA_TOLERANCE = 0.001
+_LAYER_ATOM = re.compile(r"layers\[([^\]]*)\]")
 
 
-def top_cka(measurement: dict[str, Any]) -> float:
-    """Mean CKA to the pretrained model of the last two layers in one measurement."""
-    top = measurement["layers"][-CKA_TOP_LAYERS:]
-    return sum(top) / len(top)
+def selector_layers(selector: str, num_layers: int) -> list[int]:
+    """The layers the `layers[...]` atoms of a selector name, for a model of `num_layers` layers (the last
+    two when it names none)."""
+    chosen: set[int] = set()
+    for inside in _LAYER_ATOM.findall(selector):
+        if ":" in inside:
+            start, stop = (int(v) if v.strip() else None for v in inside.split(":", 1))
+            chosen |= set(range(num_layers)[start:stop])
+        else:
+            chosen.add(int(inside) % num_layers)
+    return sorted(chosen) or list(range(num_layers))[-CKA_TOP_LAYERS:]
 
 
-def cka_still_falling(measurements: list[dict[str, Any]]) -> bool:
-    """True until the top layers' CKA at the latest measurement is not below the one before it."""
-    if len(measurements) < 2:
+def top_cka(measurement: dict[str, Any], layers: list[int] | None = None) -> float:
+    """Mean CKA to the pretrained model of `layers` (default: the last two) in one measurement."""
+    values = measurement["layers"]
+    picked = [values[i] for i in layers] if layers else values[-CKA_TOP_LAYERS:]
+    return sum(picked) / len(picked)
+
+
+def cka_slope(values: list[float]) -> float:
+    """Least-squares slope of `values` per measurement."""
+    n = len(values)
+    mean_x, mean_y = (n - 1) / 2, sum(values) / n
+    spread = sum((x - mean_x) ** 2 for x in range(n))
+    return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values)) / spread
+
+
+def cka_still_falling(
+    measurements: list[dict[str, Any]],
+    layers: list[int] | None = None,
+    trend: int = CKA_TREND,
+    tolerance: float = CKA_TOLERANCE,
+) -> bool:
+    """Whether the CKA of the gate's layers is still falling: the least-squares slope of their mean
+    over the last `trend` measurements is below `-tolerance` per measurement. With fewer measurements it
+    is taken as falling (the paper's curves fall from the start)."""
+    if len(measurements) < max(trend, 2):
         return True
-    return top_cka(measurements[-1]) < top_cka(measurements[-2])
+    return cka_slope([top_cka(m, layers) for m in measurements[-trend:]]) < -tolerance
 
 
 def calibrate_threshold(losses: list[float], window: int, p1_fraction: float = 0.2) -> float:
@@ -258,6 +295,8 @@ class FineTuningSlowFast(Method):
         cka_every: int = 100,
         phase: str = "latched",
         auto_ratio: float = AUTO_RATIO,
+        cka_trend: int = CKA_TREND,
+        cka_tolerance: float = CKA_TOLERANCE,
     ):
         unknown = sorted(set(policies or {}) - set(POLICIES))
         if unknown:
@@ -283,15 +322,18 @@ class FineTuningSlowFast(Method):
             raise ValueError(f"fsf threshold: expected a loss drop per update (e.g. 0.1) or 'auto', got {threshold!r}")
         if not 0 < auto_ratio < 1:
             raise ValueError(f"fsf auto_ratio: expected a fraction in (0, 1), got {auto_ratio}")
+        if cka_trend < 2 or cka_tolerance < 0:
+            raise ValueError(f"fsf cka_trend/cka_tolerance: expected >= 2 measurements and a tolerance >= 0, got {cka_trend}, {cka_tolerance}")
         self.c1, self.c2, self.r = c1, c2, r
         self.window, self.threshold, self.phase = window, threshold, phase
         self.detector = PhaseDetector(window, threshold, latched=phase == "latched", auto_ratio=auto_ratio)
         self.policies = policies
         self.iv_gate, self.every = iv_gate, cka_every
+        self.cka_trend, self.cka_tolerance = cka_trend, cka_tolerance
         self.selectors: dict[str, str] = {}
         self.declared: set[str] | None = None
 
-    def resolved_selectors(self, num_layers: int) -> dict[str, str]:
+    def resolved_selectors(self, num_layers: int, warn: bool = True) -> dict[str, str]:
         """The selector of every active policy for a model with `num_layers` layers."""
         defaults = depth_scaled_sets(num_layers)
         by_name = {SET_OF_POLICY[p]: selector for p, selector in defaults.items()}
@@ -304,7 +346,7 @@ class FineTuningSlowFast(Method):
             if selector:
                 resolved[policy] = selector
         uses_paper_sets = any(self.policies.get(p) in ("default", *by_name) for p in POLICIES)
-        if uses_paper_sets and num_layers != PAPER_LAYERS:
+        if warn and uses_paper_sets and num_layers != PAPER_LAYERS:
             log.warning(
                 "FSF's sets were chosen for 12-layer models; this model has %d layers, so the paper's sets "
                 "are scaled: %s",
@@ -338,7 +380,7 @@ class FineTuningSlowFast(Method):
         step = len(losses) if step is None else step
         phase_one = self.detector.phase_one(losses, step, warmup)
         phi = loss_ratio(losses[:step], self.window)
-        speed_up = not phase_one and (self.iv_gate is None or cka_still_falling(list(cka)))
+        speed_up = not phase_one and (self.iv_gate is None or self.cka_falling(list(cka)))
         values = {
             "I": self.c1 if phase_one else 1.0,
             "II": 1.0 if phase_one or phi is None else adaptive_multiplier(phi, self.r),
@@ -359,12 +401,24 @@ class FineTuningSlowFast(Method):
         }
         if self.iv_gate == "cka":
             measured = self._cka_before(step, stats)
-            values["cka_top"] = top_cka(measured[-1]) if measured else None
-            values["cka_falling"] = cka_still_falling(measured)
+            values["cka_top"] = top_cka(measured[-1], self.gate_layers(measured[-1])) if measured else None
+            values["cka_falling"] = self.cka_falling(measured)
         return values
 
     def cka_every(self) -> int | None:
         return self.every if self.iv_gate == "cka" and self.policies.get("IV") else None
+
+    def gate_layers(self, measurement: dict[str, Any]) -> list[int]:
+        """The layers of policy IV's set (V2), which the CKA gate watches (24-layer models: four)."""
+        num_layers = len(measurement["layers"])
+        selector = self.resolved_selectors(num_layers, warn=False).get("IV", f"layers[-{CKA_TOP_LAYERS}:]")
+        return selector_layers(selector, num_layers)
+
+    def cka_falling(self, measurements: list[dict[str, Any]]) -> bool:
+        """Whether the CKA of V2's layers still falls (see `cka_still_falling`)."""
+        if not measurements:
+            return True
+        return cka_still_falling(measurements, self.gate_layers(measurements[-1]), self.cka_trend, self.cka_tolerance)
 
     def report(self, stats: TrainingStats) -> dict[str, Any]:
         """The realised phase P1 (updates and share of the run), the threshold in loss units and the

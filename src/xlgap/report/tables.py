@@ -28,6 +28,17 @@ class Comparison:
     languages: list[str]
     rows: list[tuple[str, list[dict[str, Any] | None]]]
     task: str = ""
+    target_languages: dict[str, list[str]] | None = None
+    """Per run, the languages its target average covers (they differ when some lack a split)."""
+
+    def target_note(self) -> str:
+        """Which languages the target averages cover: one line, or one per run where they differ."""
+        covered = self.target_languages or {}
+        distinct = {tuple(v) for v in covered.values()}
+        if len(distinct) == 1:
+            (languages,) = distinct
+            return f"target avg over {len(languages)} languages: {', '.join(languages)}"
+        return "; ".join(f"{name}: target avg over {', '.join(v)}" for name, v in covered.items())
 
     @property
     def columns(self) -> list[str]:
@@ -55,17 +66,19 @@ def comparison(runs: list[Run], split: str = "test", metric: str | None = None) 
     for _, summary in usable:
         languages += [lang for lang in summary[split]["metrics"][metric]["scores"] if lang not in languages]
     rows = []
+    covered = {}
     for name, summary in usable:
         block = summary[split]["metrics"][metric]
         cells = [block["scores"].get(lang) for lang in languages]
         rows.append((name, [*cells, block.get("target_avg"), block.get("gap")]))
-    return Comparison(split, metric, languages, rows, tasks[0])
+        covered[name] = block.get("target_languages") or [lang for lang in block["scores"] if lang not in summary["sources"]]
+    return Comparison(split, metric, languages, rows, tasks[0], covered)
 
 
 def to_rich(table: Comparison) -> Table:
     """A rich Table for the terminal."""
     title = f"{table.task} {table.split} {table.metric} (%), mean ± std over seeds"
-    out = Table(title=title, padding=(0, 1), pad_edge=False)
+    out = Table(title=title, caption=table.target_note(), padding=(0, 1), pad_edge=False)
     out.add_column("method", no_wrap=True)
     for column in table.columns:
         out.add_column(column.replace("target avg", "tgt avg"), justify="right", no_wrap=True)
@@ -91,7 +104,7 @@ def to_markdown(table: Comparison) -> str:
     header = ["method", *table.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join([name, *(format_mean_std(c) for c in cells)]) + " |" for name, cells in table.rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + table.target_note() + "\n"
 
 
 def to_csv(table: Comparison) -> str:

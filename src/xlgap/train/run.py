@@ -29,6 +29,7 @@ import xlgap
 from xlgap.config import ExperimentConfig, dump_config
 from xlgap.data.tasks import TaskSpec, get_task
 from xlgap.kinds import EncodedSplit, evaluate_sets, kind_of, language_scores
+from xlgap.kinds.evaluate import fixed_batch
 from xlgap.methods import build_methods
 from xlgap.models.load import load_tokenizer, resolve_model
 from xlgap.results import read_records, write_summary
@@ -210,6 +211,7 @@ def build_trainer(
         method=build_methods(cfg.methods),
         probe=probe,
         compact_checkpoints=True,
+        cka_inputs=fixed_batch(data.probe[data.sources[0]]) if data.sources[0] in data.probe else None,
         callbacks=[CheckpointClock(cfg.train.checkpoint_every, cfg.train.checkpoint_minutes)],
     )
     for callback in (PrinterCallback, ProgressCallback):
@@ -250,7 +252,7 @@ def split_results(
     per_metric = {}
     for metric in task.metrics:
         scores = {lang: values[metric] for lang, values in evaluated.items()}
-        per_metric[metric] = {"scores": scores, **language_scores(scores, sources, present)}
+        per_metric[metric] = {"scores": scores, **language_scores(scores, sources, present), "target_languages": present}
     return {
         "metric": task.metric,
         **per_metric[task.metric],

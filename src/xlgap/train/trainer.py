@@ -86,6 +86,7 @@ class XlgapTrainer(Trainer):
         method: Method | None = None,
         probe: ProbeLog | None = None,
         compact_checkpoints: bool = False,
+        cka_inputs: dict[str, torch.Tensor] | None = None,
         **trainer_kwargs: Any,
     ):
         if model is None:
@@ -93,6 +94,7 @@ class XlgapTrainer(Trainer):
         self.method = method if method is not None else Compose()
         self.probe = probe
         self.compact_checkpoints = compact_checkpoints
+        self.cka_inputs = cka_inputs
         self.best: BestWeights | None = None
         self.timing = {"probes": 0.0, "checkpoints": 0.0}
         self._checkpointing = False
@@ -231,13 +233,17 @@ class XlgapTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _measure_cka(self, model: nn.Module, inputs: dict[str, Any]) -> None:
-        """Every `cka_every` updates, on the update's first micro-batch: each layer's CKA to the reference
-        (mean over processes, so every rank takes the same decision)."""
+        """Every `cka_every` updates, at the update's first micro-batch: each layer's CKA to the reference on
+        the fixed `cka_inputs` (else on this micro-batch), under the training autocast (mean over
+        processes, so every rank takes the same decision)."""
         step = self.state.global_step
         if not self.cka_every or step % self.cka_every or (self.stats.cka and self.stats.cka[-1]["step"] == step):
             return
         unwrapped = self.accelerator.unwrap_model(model)
-        self.cka_reference.to(next(unwrapped.parameters()).device)
+        device = next(unwrapped.parameters()).device
+        self.cka_reference.to(device)
+        if self.cka_inputs is not None:
+            inputs = {k: v.to(device) for k, v in self.cka_inputs.items()}
         values = torch.tensor(layer_cka(self.cka_reference, unwrapped, inputs), device=self.accelerator.device)
         values = self.accelerator.reduce(values, reduction="mean")
         self.stats.cka.append({"step": step, "layers": [float(v) for v in values.tolist()]})
