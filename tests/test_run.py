@@ -162,6 +162,6 @@ def test_a_language_without_dev_set_is_tested_but_not_probed(tiny_setup, tmp_pat
     # the dev and test averages cover different languages, and every table says which
     assert result["dev"]["target_languages"] == ["de"] and result["test"]["target_languages"] == ["de", "fr"]
     summary = (tmp_path / "runs" / "tiny" / "summary.md").read_text()
-    assert "target avg over 2 languages: de, fr" in summary and "target avg over 1 languages: de" in summary
+    assert "target avg over 2 languages: de, fr" in summary and "target avg over 1 language: de" in summary
     assert all(set(r["dev"]) == {"en", "de"} for r in run.records[3])
     assert result["data"]["dev.fr"]["note"].startswith("no dev set")

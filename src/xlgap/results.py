@@ -101,7 +101,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
 def target_note(block: dict[str, Any]) -> str:
     """The line under a table that says which languages its target average covers."""
     languages = block.get("target_languages") or []
-    return f"target avg over {len(languages)} languages: {', '.join(languages)}" if languages else ""
+    return f"target avg over {len(languages)} language{'s' * (len(languages) != 1)}: {', '.join(languages)}" if languages else ""
 
 
 def format_mean_std(cell: dict[str, Any] | None, digits: int = 1) -> str:

@@ -37,7 +37,7 @@ class Comparison:
         distinct = {tuple(v) for v in covered.values()}
         if len(distinct) == 1:
             (languages,) = distinct
-            return f"target avg over {len(languages)} languages: {', '.join(languages)}"
+            return f"target avg over {len(languages)} language{'s' * (len(languages) != 1)}: {', '.join(languages)}"
         return "; ".join(f"{name}: target avg over {', '.join(v)}" for name, v in covered.items())
 
     @property
