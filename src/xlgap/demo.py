@@ -39,6 +39,14 @@ SIZES: dict[str, Any] = {
 }
 
 
+WHAT_IT_SHOWS = (
+    f"What this shows: one seed of each method, {SIZES['train sentences (en)']} English sentences, "
+    f"{SIZES['test sentences per language']} test sentences per language. It shows how a run is measured "
+    "language by language and how to read the gap; it does not show which method is better: at this size "
+    "single-seed differences of a few points can be seed noise (docs/benchmarks.md compares the methods over seeds)."
+)
+
+
 def demo_config(name: str, methods: list[dict[str, Any]], data_dir: str | None, out: Path) -> ExperimentConfig:
     """One run of the demo, writing into `out/<name>`."""
     base: dict[str, Any] = {
@@ -114,6 +122,7 @@ def run_demo(data_dir: Path | None, out: Path, console: Console) -> None:
     runs = [load_run(df.run_dir), load_run(fsf.run_dir)]
     table = comparison(runs, "test")
     print_table(console, table)
+    console.print(WHAT_IT_SHOWS, soft_wrap=True)
     report = out / "report"
     for extension, render in FORMATS.items():
         write_text_atomic(report / f"test.{extension}", render(table))
