@@ -109,7 +109,9 @@ def test_explicit_files_by_extension_and_task(tmp_path):
     ],
 )
 def test_explicit_file_keys_are_checked(files, expected):
-    with pytest.raises(ValueError, match=expected):
+    from xlgap.utils.errors import UserError
+
+    with pytest.raises(UserError, match=expected):
         load_split("udpos", "en", "train", files=files)
 
 

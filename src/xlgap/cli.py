@@ -45,27 +45,26 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run folder of that name first."),
 ) -> None:
     """Fine-tune on the source languages and evaluate every language, for every seed of CONFIG."""
-    from xlgap.config import ConfigError, load_config
-    from xlgap.data.sources import DataSourceError
-    from xlgap.data.tasks import UnknownTaskError
+    from xlgap.config import load_config
     from xlgap.results import load_run
     from xlgap.train.progress import RunProgress
-    from xlgap.train.run import RunFolderError, run_experiment
+    from xlgap.train.run import run_experiment
     from xlgap.train.trainer import NonFiniteLossError
+    from xlgap.utils.errors import UserError
 
     _quiet_libraries()
     try:
         cfg = load_config(config, overrides or [])
-    except ConfigError as err:
+    except UserError as err:
         _fail(str(err))
     console.print(f"run [bold]{cfg.name}[/] -> {cfg.run_dir}  (model {cfg.model.name}, task {cfg.data.task})")
     try:
         with RunProgress(console) as progress:
             run_experiment(cfg, resume=resume, overwrite=overwrite, progress=progress)
-    except (RunFolderError, ConfigError, DataSourceError, UnknownTaskError, FileNotFoundError, ValueError) as err:
-        _fail(str(err))
     except NonFiniteLossError as err:
         _fail(f"{err}\nresume from the last checkpoint with: xlgap run {config} --resume")
+    except UserError as err:
+        _fail(str(err))
     except KeyboardInterrupt:
         command = " ".join(["xlgap run", str(config), *(overrides or []), "--resume"])
         console.print(f"\ninterrupted; continue with: {command}")
@@ -75,12 +74,12 @@ def run(
 
 
 def _print_tables(runs: list, splits: tuple[str, ...] = ("test", "dev")) -> None:
-    from xlgap.report.tables import comparison, print_table
+    from xlgap.report.tables import TableError, comparison, print_table
 
     for split in splits:
         try:
             print_table(console, comparison(runs, split))
-        except ValueError:
+        except TableError:
             continue
 
 
@@ -95,12 +94,13 @@ def report(
     from xlgap.report.plots import write_figures
     from xlgap.report.tables import FORMATS, comparison, print_table
     from xlgap.results import load_run
+    from xlgap.utils.errors import UserError
     from xlgap.utils.files import write_text_atomic
 
     try:
         loaded = [load_run(path) for path in runs]
         table = comparison(loaded, split, metric)
-    except (FileNotFoundError, ValueError) as err:
+    except UserError as err:
         _fail(str(err))
     print_table(console, table)
     for extension, render in FORMATS.items():
@@ -121,9 +121,10 @@ def score(
     """Score a predictions file against a gold file as XTREME's official scripts do; prints JSON."""
     import json
 
-    from xlgap.data.tasks import UnknownTaskError, get_task
+    from xlgap.data.tasks import get_task
     from xlgap.kinds import kind_of
     from xlgap.kinds.scoring import ScoreError
+    from xlgap.utils.errors import UserError
 
     logging.basicConfig(level=logging.WARNING, format="note: %(message)s")
     try:
@@ -132,7 +133,7 @@ def score(
             if not path.is_file():
                 raise ScoreError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'no such file'}")
         scores = kind_of(spec).score_files(spec, gold, predictions, lang, all_metrics=all_metrics)
-    except (UnknownTaskError, ScoreError) as err:
+    except UserError as err:
         _fail(str(err))
     print(json.dumps(scores))
 
@@ -173,12 +174,9 @@ def sweep(
 ) -> None:
     """Run the product of overrides x seeds as run folders under one sweep folder (finished points are
     skipped, interrupted ones resumed), then write the sweep table and, for a layer sweep, its figure."""
-    from xlgap.config import ConfigError
-    from xlgap.data.sources import DataSourceError
-    from xlgap.data.tasks import UnknownTaskError
-    from xlgap.sweep import SweepError, load_sweep, run_sweep
+    from xlgap.sweep import load_sweep, run_sweep
     from xlgap.train.progress import RunProgress
-    from xlgap.train.run import RunFolderError
+    from xlgap.utils.errors import UserError
 
     _quiet_libraries()
     try:
@@ -191,7 +189,7 @@ def sweep(
         with RunProgress(console) as progress:
             run_sweep(defined, progress)
         _sweep_outputs(defined.folder, split, reference)
-    except (SweepError, ConfigError, RunFolderError, DataSourceError, UnknownTaskError, FileNotFoundError, ValueError) as err:
+    except UserError as err:
         _fail(str(err))
     except KeyboardInterrupt:
         console.print(f"\ninterrupted; rerun the same command to continue ({defined.folder})")
@@ -212,14 +210,21 @@ def fsf_sets_command(
 
     from xlgap.results import load_run
     from xlgap.sweep import SWEEP_FILE, SweepError, fsf_sets, sweep_rows
+    from xlgap.utils.errors import UserError
     from xlgap.utils.files import write_text_atomic
 
+    record = sweep_folder / SWEEP_FILE
     try:
-        keys = list(yaml.safe_load((sweep_folder / SWEEP_FILE).read_text(encoding="utf-8"))["grid"])
-        level = load_run(reference).summary()[split]["target_avg"]["mean"]
+        if not record.is_file():
+            raise SweepError(f"{sweep_folder} is not a sweep folder (no {SWEEP_FILE})")
+        keys = list(yaml.safe_load(record.read_text(encoding="utf-8"))["grid"])
+        summary = load_run(reference).summary()
+        if split not in summary or "target_avg" not in summary[split]:
+            raise SweepError(f"--reference {reference}: no {split} target average to compare the layers with")
+        level = summary[split]["target_avg"]["mean"]
         sets = fsf_sets(sweep_rows(sweep_folder, split), keys, level, margin)
-    except (SweepError, FileNotFoundError, KeyError, ValueError) as err:
-        _fail(f"{sweep_folder}: {err}")
+    except UserError as err:
+        _fail(str(err))
     fragment = yaml.safe_dump({"methods": [{"name": "fsf", "policies": sets}]}, sort_keys=False)
     header = f"# FSF sets from the layer sweep {sweep_folder} ({split} target average vs {level:.2f}, margin {margin})\n"
     if out:
@@ -237,10 +242,13 @@ def anatomy(
     from transformers import AutoModel
 
     from xlgap.models.anatomy import SelectorError, model_anatomy
-    from xlgap.models.load import resolve_model
+    from xlgap.models.load import ModelNotFoundError, resolve_model
 
     _quiet_libraries()
-    loaded = model_anatomy(AutoModel.from_pretrained(resolve_model(model)))
+    try:
+        loaded = model_anatomy(AutoModel.from_pretrained(resolve_model(model)))
+    except (OSError, ValueError) as err:
+        _fail(str(ModelNotFoundError(f"{model}: not a model folder, and not a model reachable on the hub ({str(err).splitlines()[0]})")))
     console.print(loaded.summary())
     if select:
         try:
@@ -261,9 +269,11 @@ def demo(
     from xlgap.demo import run_demo
 
     _quiet_libraries()
+    from xlgap.utils.errors import UserError
+
     try:
         run_demo(data_dir, out, console)
-    except (FileNotFoundError, ValueError, ConnectionError) as err:
+    except (UserError, ConnectionError) as err:
         _fail(str(err))
 
 

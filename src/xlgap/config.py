@@ -19,12 +19,13 @@ from typing import Any
 
 import yaml
 
+from xlgap.utils.errors import UserError
 from xlgap.utils.hardware import PRECISIONS
 
 SELECTION_RULES = ("avg_dev", "source_dev", "last")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration key is unknown, of the wrong type, or has an invalid value."""
 
 
@@ -262,7 +263,11 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     if "=" not in override:
         raise ConfigError(f"override '{override}': expected key=value, e.g. train.learning_rate=3e-5")
     key, text = override.split("=", 1)
-    value = yaml.safe_load(text) if text.strip() else None
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        problem = str(err).splitlines()[0]
+        raise ConfigError(f"override '{override}': the value {text!r} is not valid YAML ({problem})") from None
     parts = key.strip().split(".")
     node: Any = raw
     for i, part in enumerate(parts[:-1]):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from xlgap.utils.errors import UserError
+
 
 @dataclass(frozen=True)
 class Language:
@@ -134,7 +136,7 @@ XTREME_LANGUAGES: tuple[str, ...] = tuple(
 )
 
 
-class UnknownLanguageError(ValueError):
+class UnknownLanguageError(UserError, ValueError):
     """A language code or name that is not in the table."""
 
 

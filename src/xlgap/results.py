@@ -19,10 +19,15 @@ from typing import Any
 
 import yaml
 
-from xlgap.utils.files import read_json, write_json_atomic, write_text_atomic
+from xlgap.utils.errors import UserError
+from xlgap.utils.files import FileFormatError, read_json, write_json_atomic, write_text_atomic
 
 AGGREGATES = ("source", "target_avg", "avg", "gap")
 log = logging.getLogger(__name__)
+
+
+class NotARunError(UserError, FileNotFoundError):
+    """A folder given as a run folder that is not one (no config.yaml)."""
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -44,7 +49,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not a JSON record ({err})") from None
+            raise FileFormatError(f"{path}:{number}: not a JSON record ({err})") from None
     return records
 
 
@@ -179,7 +184,7 @@ def load_run(run_dir: Path) -> Run:
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not an xlgap run folder (no config.yaml)")
+        raise NotARunError(f"{run_dir} is not an xlgap run folder (no config.yaml)")
     run = Run(run_dir, yaml.safe_load(config_path.read_text(encoding="utf-8")) or {})
     for folder in seed_dirs(run_dir):
         seed = int(folder.name[5:])

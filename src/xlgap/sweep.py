@@ -29,13 +29,14 @@ import yaml
 
 from xlgap.config import ConfigError, load_config
 from xlgap.results import Run, format_mean_std, load_run, seed_dirs
+from xlgap.utils.errors import UserError
 from xlgap.utils.files import write_text_atomic
 
 SWEEP_FILE = "sweep.yaml"
 _LAYER = re.compile(r"^layers\[(-?\d+)\](\.\w+)?$")
 
 
-class SweepError(ValueError):
+class SweepError(UserError, ValueError):
     """A grid that does not parse, a sweep folder of another sweep, or a sweep with nothing to show."""
 
 

@@ -19,10 +19,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xlgap.utils.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError, ValueError):
     """Malformed input: names the source (file or hub split), the place (line, row or JSON path) and the
     expectation."""
 

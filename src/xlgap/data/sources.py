@@ -21,11 +21,12 @@ import datasets
 from xlgap.data.formats import Example
 from xlgap.data.tasks import SPLITS, HubLayout, TaskSpec, get_task
 from xlgap.languages import check_language
+from xlgap.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class DataSourceError(RuntimeError):
+class DataSourceError(UserError, RuntimeError):
     """No data could be found or loaded for a task/language/split; says what was tried."""
 
 
@@ -90,7 +91,7 @@ def _check_files(files: Mapping[str, str | Path | None]) -> None:
     for key in files:
         split, _, lang = key.partition(".")
         if split not in SPLITS or not lang:
-            raise ValueError(
+            raise DataSourceError(
                 f"data.files[{key!r}]: keys must read '<split>.<lang>' with split one of "
                 f"{', '.join(SPLITS)}, e.g. 'train.en' or 'test.de'"
             )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xlgap.languages import check_language, language_name
+from xlgap.utils.errors import UserError
 
 SPLITS = ("train", "dev", "test")
 
@@ -169,7 +170,7 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     return spec
 
 
-class UnknownTaskError(KeyError):
+class UnknownTaskError(UserError, KeyError):
     """A task name that is not in the catalog; the message lists the known ones."""
 
     def __str__(self) -> str:

@@ -31,8 +31,10 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from pathlib import Path
 
+from xlgap.utils.errors import UserError
 
-class ScoreError(ValueError):
+
+class ScoreError(UserError, ValueError):
     """Gold and predictions cannot be scored together (counts differ, a file is malformed)."""
 
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForQuestionAnswering
 
+from xlgap.config import ConfigError
 from xlgap.data.formats import Answer, DataFormatError, QAExample, ReadResult
 from xlgap.data.squad import answer_problem, read_squad
 from xlgap.data.tasks import SPAN_EXTRACTION, TaskSpec
@@ -117,7 +118,7 @@ class SpanExtraction(TaskKind):
         self, task: TaskSpec, examples: Sequence[QAExample], tokenizer: Any, settings: EncodeSettings
     ) -> tuple[dict[str, list], dict[str, int]]:
         if settings.doc_stride >= settings.max_length - settings.max_query_length - 4:
-            raise ValueError(
+            raise ConfigError(
                 f"qa.doc_stride {settings.doc_stride} leaves no room for context in windows of {settings.max_length} "
                 f"tokens with questions of up to {settings.max_query_length}; lower it or raise data.max_length"
             )

@@ -28,6 +28,7 @@ import datasets
 import numpy as np
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
+from xlgap.config import ConfigError
 from xlgap.data.formats import (
     DataFormatError,
     LabelTable,
@@ -132,7 +133,7 @@ class Tagging(TaskKind):
         prefix, suffix = _special_affixes(tokenizer)
         budget = settings.max_length - len(prefix) - len(suffix)
         if budget < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"max_length {settings.max_length} leaves no room for words after {len(prefix) + len(suffix)} special tokens"
             )
         label2id = task.label2id

@@ -10,6 +10,7 @@ from xlgap.methods.base import Compose, Method, ParamGroup, PrepareContext, Trai
 from xlgap.methods.fsf import FineTuningFast, FineTuningSlow, FineTuningSlowFast
 from xlgap.methods.noisytune import NoisyTune
 from xlgap.methods.surgery import Freeze, LrScale, Reinit
+from xlgap.utils.errors import UserError
 
 METHODS: dict[str, Callable[..., Method]] = {
     "fsf": FineTuningSlowFast,
@@ -40,21 +41,25 @@ __all__ = [
 ]
 
 
+class MethodError(UserError, ValueError):
+    """An unknown method, an unknown option, or an option value a method refuses."""
+
+
 def build_method(spec: dict[str, Any], where: str = "methods") -> Method:
     """Instantiate one method from `{name: ..., option: value}`; errors name `where` and the bad key."""
     spec = dict(spec)
     name = spec.pop("name", None)
     if name not in METHODS:
-        raise ValueError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(METHODS)}")
+        raise MethodError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(METHODS)}")
     factory = METHODS[name]
     allowed = set(inspect.signature(factory).parameters)
     for key in spec:
         if key not in allowed:
-            raise ValueError(f"{where}.{key}: not an option of method '{name}'; expected one of {sorted(allowed)}")
+            raise MethodError(f"{where}.{key}: not an option of method '{name}'; expected one of {sorted(allowed)}")
     try:
         return factory(**spec)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{where} ({name}): {err}") from None
+        raise MethodError(f"{where} ({name}): {err}") from None
 
 
 def build_methods(specs: list[dict[str, Any]]) -> Compose:

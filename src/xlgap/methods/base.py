@@ -29,6 +29,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from xlgap.utils.errors import UserError
+
+
+class MethodConflictError(UserError, ValueError):
+    """Composed methods that claim the same parameter group."""
+
 
 @dataclass
 class TrainingStats:
@@ -126,7 +132,9 @@ class Compose(Method):
         for method in self.methods:
             for name, group in method.param_groups(model).items():
                 if name in groups:
-                    raise ValueError(f"two composed methods define the parameter group '{name}'")
+                    raise MethodConflictError(
+                        f"methods: two composed methods define the parameter group '{name}'; compose them once"
+                    )
                 groups[name] = group
         return groups
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from xlgap.utils.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("embeddings", "attention", "ffn", "head", "other")
@@ -56,7 +58,7 @@ _CONFIG_DEPTH_KEYS = ("num_hidden_layers", "n_layers", "num_layers")
 _MAX_LISTED = 20
 
 
-class SelectorError(ValueError):
+class SelectorError(UserError, ValueError):
     """A selector that does not parse, names an unknown atom or layer, or matches nothing."""
 
 

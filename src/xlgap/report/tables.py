@@ -17,6 +17,11 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from xlgap.results import Run, format_mean_std
+from xlgap.utils.errors import UserError
+
+
+class TableError(UserError, ValueError):
+    """Runs that cannot share a table: no scores for the split, different tasks, a missing metric."""
 
 
 @dataclass
@@ -53,15 +58,15 @@ def comparison(runs: list[Run], split: str = "test", metric: str | None = None) 
     summaries = [(run.name, run.summary()) for run in runs]
     usable = [(name, s) for name, s in summaries if split in s]
     if not usable:
-        raise ValueError(f"none of the runs has {split} scores")
+        raise TableError(f"none of the runs has {split} scores")
     tasks = sorted({s["task"] for _, s in usable})
     if len(tasks) > 1:
-        raise ValueError(f"the runs are of different tasks ({', '.join(tasks)}); compare runs of one task per table")
+        raise TableError(f"the runs are of different tasks ({', '.join(tasks)}); compare runs of one task per table")
     metric = metric or usable[0][1][split]["metric"]
     for name, summary in usable:
         if metric not in summary[split]["metrics"]:
             known = ", ".join(summary[split]["metrics"])
-            raise ValueError(f"run {name} has no {split} metric {metric!r}; it has {known}")
+            raise TableError(f"run {name} has no {split} metric {metric!r}; it has {known}")
     languages: list[str] = []
     for _, summary in usable:
         languages += [lang for lang in summary[split]["metrics"][metric]["scores"] if lang not in languages]

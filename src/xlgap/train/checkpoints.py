@@ -26,9 +26,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import TrainerCallback
 
+from xlgap.utils.errors import UserError
+
 TRAINABLE_FILE = "trainable.safetensors"
 FROZEN_FILE = "frozen.safetensors"
 BEST_FILE = "best.safetensors"
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that is incomplete, or does not fit the model being resumed."""
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -63,7 +69,7 @@ def load_training_weights(model: nn.Module, folder: Path, frozen: Path) -> None:
     state = {**load_file(str(frozen)), **load_file(str(folder / TRAINABLE_FILE))}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{folder}: the checkpoint does not fit the model (missing {missing}, unexpected {unexpected})")
+        raise CheckpointError(f"{folder}: the checkpoint does not fit the model (missing {missing}, unexpected {unexpected})")
 
 
 @dataclass

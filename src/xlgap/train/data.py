@@ -28,11 +28,12 @@ from xlgap.data.sources import SplitData, SplitNotFoundError, available_language
 from xlgap.data.tasks import TaskSpec
 from xlgap.kinds import EncodedSplit, EncodeSettings, kind_of, load_split
 from xlgap.languages import check_language
+from xlgap.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class DataPlanError(ValueError):
+class DataPlanError(UserError, ValueError):
     """The configured data cannot make an experiment (no dev set to select by, too few examples, ...)."""
 
 

@@ -30,7 +30,7 @@ from xlgap.config import ExperimentConfig, dump_config
 from xlgap.data.tasks import TaskSpec, get_task
 from xlgap.kinds import EncodedSplit, evaluate_sets, kind_of, language_scores
 from xlgap.kinds.evaluate import fixed_batch
-from xlgap.methods import build_methods
+from xlgap.methods import PrepareContext, build_methods
 from xlgap.models.load import load_tokenizer, resolve_model
 from xlgap.results import read_records, write_summary
 from xlgap.train.checkpoints import CheckpointClock
@@ -38,13 +38,14 @@ from xlgap.train.data import ExperimentData, SeedData
 from xlgap.train.probes import ProbeLog
 from xlgap.train.progress import RunProgress
 from xlgap.train.trainer import XlgapTrainer, latest_checkpoint
+from xlgap.utils.errors import UserError
 from xlgap.utils.files import read_json, replace_dir, write_json_atomic, write_text_atomic
 from xlgap.utils.hardware import device_description, resolve_precision
 
 log = logging.getLogger(__name__)
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(UserError, RuntimeError):
     """The run folder exists and neither resuming nor overwriting was asked for, or configs differ."""
 
 
@@ -317,6 +318,15 @@ def prepare_run_folder(cfg: ExperimentConfig, resume: bool, overwrite: bool) -> 
     dump_config(cfg, saved)
 
 
+def check_methods(cfg: ExperimentConfig, task: TaskSpec, model_path: str) -> None:
+    """Apply the methods once to the model, so that a selector that matches nothing, two methods that
+    claim one group or an option a method refuses fail before the run folder exists."""
+    model = kind_of(task).load_model(model_path, task)
+    methods = build_methods(cfg.methods)
+    methods.prepare(model, PrepareContext(seed=cfg.seeds[0]))
+    methods.param_groups(model)
+
+
 def run_experiment(
     cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, progress: RunProgress | None = None
 ) -> dict[str, Any]:
@@ -330,6 +340,7 @@ def run_experiment(
     model_path = resolve_model(cfg.model.name, cfg.model.cache_dir)
     tokenizer = load_tokenizer(model_path)
     data = ExperimentData(cfg, task, tokenizer)
+    check_methods(cfg, task, model_path)
     prepare_run_folder(cfg, resume, overwrite)
     if progress is not None:
         progress.show_data(data.for_seed(cfg.seeds[0]).provenance)

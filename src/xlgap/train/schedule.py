@@ -13,6 +13,8 @@ from collections.abc import Callable
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from xlgap.config import ConfigError
+
 
 def with_multipliers(
     optimizer: Optimizer,
@@ -25,7 +27,7 @@ def with_multipliers(
     optimizer group; `s` is the number of completed updates, as in every LambdaLR.
     """
     if not isinstance(base, LambdaLR):
-        raise TypeError(
+        raise ConfigError(
             f"dynamic learning-rate multipliers need a LambdaLR-based schedule, got {type(base).__name__}; "
             "choose a train.scheduler such as linear, cosine or constant_with_warmup"
         )

@@ -59,19 +59,25 @@ from xlgap.train.checkpoints import (
     FROZEN_FILE,
     TRAINABLE_FILE,
     BestWeights,
+    CheckpointError,
     load_training_weights,
     save_training_weights,
 )
 from xlgap.train.probes import ProbeLog
 from xlgap.train.sampler import EpochSeededLengthGroupedSampler
 from xlgap.train.schedule import with_multipliers
+from xlgap.utils.errors import UserError
 from xlgap.utils.files import read_json, write_json_atomic
 
 STATE_FILE = "xlgap_state.json"
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class ParallelismError(UserError, ValueError):
+    """One process asked to drive several GPUs (DataParallel), which XlgapTrainer does not support."""
+
+
+class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or infinite; no update was applied with it."""
 
 
@@ -110,7 +116,7 @@ class XlgapTrainer(Trainer):
         trainer_kwargs.setdefault("compute_loss_func", classification_loss)
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
         if self.args.n_gpu > 1:
-            raise ValueError(
+            raise ParallelismError(
                 f"this process sees {self.args.n_gpu} GPUs and would train with torch.nn.DataParallel, which "
                 "XlgapTrainer does not support (its statistics and probes assume one model copy per process). "
                 "Start one process per GPU with `accelerate launch -m xlgap run ...` or `torchrun`, or pick one "
@@ -360,7 +366,7 @@ class XlgapTrainer(Trainer):
             return
         path = Path(checkpoint) / STATE_FILE
         if not path.exists():
-            raise FileNotFoundError(
+            raise CheckpointError(
                 f"{checkpoint} has no {STATE_FILE}: it was not written by XlgapTrainer or is incomplete; "
                 "resume from another checkpoint"
             )
