@@ -117,3 +117,38 @@ def test_saved_predictions_score_as_the_run_did(tiny_config):
         metrics = json.loads(scored.output)
         assert metrics["f1"] == pytest.approx(results["test"]["metrics"]["f1"]["scores"][lang])
         assert metrics["accuracy"] == pytest.approx(results["test"]["metrics"]["accuracy"]["scores"][lang])
+
+
+def test_tensorboard_gets_per_language_curves_and_export_writes_long_rows(tiny_config, tmp_path):
+    import csv
+    import json
+
+    import pandas as pd
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = runner.invoke(app, ["run", str(tiny_config), "name=tiny-tracked", "train.report_to=[tensorboard]"])
+    assert result.exit_code == 0, result.output
+    run_dir = tiny_config.parent / "runs" / "tiny-tracked"
+    records = [json.loads(line) for line in (run_dir / "seed-1" / "metrics.jsonl").read_text().splitlines()]
+    (events,) = list((run_dir / "seed-1" / "logs").rglob("events.out.tfevents.*"))
+    tags = EventAccumulator(str(events)).Reload()
+    scalars = set(tags.Tags()["scalars"])
+    assert {"eval/de/accuracy", "eval/fr/f1", "eval/gap", "eval/target_avg", "eval/p1"} <= scalars
+    assert any(t.startswith("eval/lr_multiplier/fsf.policy_") for t in scalars)
+    gap = [(e.step, e.value) for e in tags.Scalars("eval/gap")]
+    assert gap == [(r["step"], pytest.approx(r["gap"], abs=1e-4)) for r in records]
+
+    out = tmp_path / "scores.csv"
+    exported = runner.invoke(app, ["export", str(run_dir), "-o", str(out)])
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.DictReader(out.open()))
+    probe = [r for r in rows if r["split"] == "probe" and r["language"] == "de" and r["metric"] == "accuracy"]
+    assert [float(r["value"]) for r in probe] == pytest.approx([r["dev"]["de"] for r in records])
+    test = {(r["language"], r["metric"]) for r in rows if r["split"] == "test"}
+    assert test == {(lang, m) for lang in ("en", "de", "fr") for m in ("accuracy", "f1")}
+    assert {r["method"] for r in rows} == {"fsf"} and rows[0]["precision"] in ("fp32", "bf16")
+    parquet = tmp_path / "scores.parquet"
+    assert runner.invoke(app, ["export", str(run_dir), "-o", str(parquet)]).exit_code == 0
+    assert len(pd.read_parquet(parquet)) == len(rows)
+    bad = runner.invoke(app, ["export", str(run_dir), "-o", str(tmp_path / "scores.xlsx")])
+    assert bad.exit_code == 2 and "expected a .csv or .parquet file name" in bad.output

@@ -111,6 +111,24 @@ def report(
 
 
 @app.command()
+def export(
+    runs: list[Path] = typer.Argument(..., help="Run folders (runs/<name>) to export."),
+    output: Path = typer.Option(..., "-o", "--output", help="FILE.csv or FILE.parquet."),
+) -> None:
+    """Write every probe and final score of the runs as long-format rows (run, method, seed, language,
+    split, step, metric, value, examples, selection, precision, commit)."""
+    from xlgap.report.export import export as write_rows
+    from xlgap.results import load_run
+    from xlgap.utils.errors import UserError
+
+    try:
+        count = write_rows([load_run(path) for path in runs], output)
+    except UserError as err:
+        _fail(str(err))
+    console.print(f"{count} rows: {output}")
+
+
+@app.command()
 def score(
     task: str = typer.Argument(..., help="Task: udpos, panx, xnli, pawsx, xquad, mlqa or tydiqa."),
     gold: Path = typer.Argument(..., help="Gold file in the task's own format (or XTREME's label-only layout)."),

@@ -111,6 +111,9 @@ class TrainConfig:
     an interruption loses at most that much training."""
     eval_batch_size: int = 64
     dataloader_workers: int = 0
+    report_to: list[str] = field(default_factory=list)
+    """Experiment trackers the Trainer reports to: tensorboard, wandb, mlflow (none by default); probes log
+    `eval/<lang>/<metric>`, `eval/gap`, `eval/target_avg`, `eval/p1` and `lr_multiplier/<group>`."""
     save_predictions: bool = False
     """Write each language's test predictions in XTREME's submission layout
     (`seed-<s>/predictions/<task>/test-<lang>.{tsv,json}`), scorable with `xlgap score`."""
@@ -324,6 +327,10 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"train.checkpoint_every: expected a positive integer or null, got {cfg.train.checkpoint_every}")
     if cfg.train.checkpoint_minutes <= 0:
         raise ConfigError(f"train.checkpoint_minutes: expected a positive number, got {cfg.train.checkpoint_minutes}")
+    trackers = ("tensorboard", "wandb", "mlflow", "none")
+    for i, tracker in enumerate(cfg.train.report_to):
+        if tracker not in trackers:
+            raise ConfigError(f"train.report_to.{i}: expected one of {', '.join(trackers)}, got {tracker!r}")
     if cfg.train.precision not in PRECISIONS:
         raise ConfigError(f"train.precision: expected one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
     if cfg.data.train_split not in ("train", "dev"):

@@ -79,7 +79,9 @@ def training_arguments(cfg: ExperimentConfig, seed: int, output_dir: Path, preci
         label_names=["labels"],
         logging_strategy="steps",
         logging_steps=cfg.eval.every,
-        report_to=[],
+        # TensorBoard is attached by `build_trainer` with its own folder (the Trainer's default lies
+        # inside the checkpoints folder, which is removed when the seed is done)
+        report_to=[r for r in t.report_to if r not in ("none", "tensorboard")],
         seed=seed,
         data_seed=seed,
         dataloader_num_workers=t.dataloader_workers,
@@ -213,13 +215,23 @@ def build_trainer(
         probe=probe,
         compact_checkpoints=True,
         cka_inputs=fixed_batch(data.probe[data.sources[0]]) if data.sources[0] in data.probe else None,
-        callbacks=[CheckpointClock(cfg.train.checkpoint_every, cfg.train.checkpoint_minutes)],
+        callbacks=[CheckpointClock(cfg.train.checkpoint_every, cfg.train.checkpoint_minutes), *trackers(cfg, seed_dir)],
     )
     for callback in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(callback)
     if progress is not None:
         trainer.add_callback(progress.callback(f"seed {seed}"))
     return trainer, probe
+
+
+def trackers(cfg: ExperimentConfig, seed_dir: Path) -> list[Any]:
+    """Tracker callbacks xlgap attaches itself: TensorBoard, writing into `seed-<s>/logs`."""
+    if "tensorboard" not in cfg.train.report_to:
+        return []
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return [TensorBoardCallback(SummaryWriter(log_dir=str(seed_dir / "logs")))]
 
 
 def wall_time_split(train_seconds: float, timing: dict[str, float], final_seconds: float) -> dict[str, float]:

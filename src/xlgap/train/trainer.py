@@ -282,8 +282,9 @@ class XlgapTrainer(Trainer):
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         started = time.perf_counter()
         evaluation = evaluate_sets(self.model, sets, self.args.eval_batch_size, self.eval_dtype)
+        # "<prefix>_<lang>/<metric>": trackers show it as eval/<lang>/<metric>, one curve per language
         metrics: dict[str, float] = {
-            f"{metric_key_prefix}_{lang}_{name}": value
+            f"{metric_key_prefix}_{lang}/{name}": value
             for lang, scores in evaluation.scores.items()
             for name, value in scores.items()
         }
@@ -293,7 +294,7 @@ class XlgapTrainer(Trainer):
             record = self.probe.build(step, self.state.epoch, evaluation.scores, self.stats, self.method)
             if self.is_world_process_zero() and step > self.probe.last_step:
                 self.probe.append(record)
-            metrics[f"{metric_key_prefix}_select"] = record["select"]
+            metrics.update(record_scalars(record, metric_key_prefix))
             if record["select"] is not None and (self.best is None or record["select"] > self.best.score):
                 self.best = BestWeights.capture(self.model, step, record["select"])
         seconds = time.perf_counter() - started
@@ -391,6 +392,16 @@ class _UpdateBoundary(TrainerCallback):
             control.should_evaluate = True
             control.should_save = args.save_strategy == IntervalStrategy.STEPS or control.should_save
         return control
+
+
+def record_scalars(record: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
+    """The numbers of a probe record as tracker scalars: `<prefix>_gap`, `<prefix>_target_avg`, ...,
+    `<prefix>_p1` (1 in FSF's phase P1) and `<prefix>_lr_multiplier/<group>`."""
+    scalars = {f"{prefix}_{key}": record[key] for key in ("select", "source", "target_avg", "avg", "gap") if record.get(key) is not None}
+    if "phase" in record:
+        scalars[f"{prefix}_p1"] = float(record["phase"] == "P1")
+    scalars.update({f"{prefix}_lr_multiplier/{group}": k for group, k in record.get("lr_multipliers", {}).items()})
+    return scalars
 
 
 def _is_encoded_sets(sets: Any) -> bool:
