@@ -139,4 +139,19 @@ def test_trainer_measures_cka_every_n_updates_against_the_model_it_was_given(tmp
 
 def test_no_reference_copy_without_the_gate(tmp_path):
     trainer = tiny_trainer(tmp_path, FineTuningSlowFast(window=1, policies=SETS_4_LAYERS), examples=8)
-    assert trainer.cka_reference is None and trainer.cka_every is None
+    assert trainer.context.references.tensors == {} and trainer.cka_every is None
+    gated = tiny_trainer(tmp_path, FineTuningSlowFast(window=1, policies=SETS_4_LAYERS, iv_gate="cka"), examples=8)
+    assert set(gated.context.references.tensors) == {n for n, _ in gated.model.named_parameters()}
+
+
+def test_cka_through_the_reference_values_equals_cka_against_a_model_copy():
+    import copy
+
+    model = tiny_bert(seed=3).eval()
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    inputs = {"input_ids": torch.tensor([[0, 5, 6, 7, 2], [0, 9, 2, 1, 1]]), "attention_mask": torch.tensor([[1] * 5, [1, 1, 1, 0, 0]])}
+    state = {n: p.detach().clone() for n, p in reference.named_parameters()}
+    assert layer_cka(state, model, inputs) == pytest.approx(layer_cka(reference, model, inputs), abs=1e-6)

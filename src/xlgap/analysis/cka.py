@@ -33,11 +33,15 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def layer_cka(reference: nn.Module, model: nn.Module, inputs: dict[str, torch.Tensor]) -> list[float]:
+def layer_cka(
+    reference: nn.Module | dict[str, torch.Tensor], model: nn.Module, inputs: dict[str, torch.Tensor]
+) -> list[float]:
     """CKA between `reference` and `model`, for each transformer layer's output on the real tokens of `inputs`.
 
-    Both models run in eval mode (no dropout, no random numbers drawn); `model`'s mode is restored.
-    Returns one value per layer, first layer first (the embeddings are not included).
+    `reference` is a model, or the reference values of (some of) `model`'s parameters, run through
+    `model` itself with `torch.func.functional_call` (no second copy of the model). Both run in eval mode
+    (no dropout, no random numbers drawn); `model`'s mode is restored. Returns one value per layer,
+    first layer first (the embeddings are not included).
     """
     keep = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     real = keep["attention_mask"].bool() if "attention_mask" in keep else None
@@ -45,9 +49,12 @@ def layer_cka(reference: nn.Module, model: nn.Module, inputs: dict[str, torch.Te
     model.eval()
     try:
         ours = model(**keep, output_hidden_states=True).hidden_states[1:]
+        if isinstance(reference, nn.Module):
+            theirs = reference.eval()(**keep, output_hidden_states=True).hidden_states[1:]
+        else:
+            theirs = torch.func.functional_call(model, reference, (), {**keep, "output_hidden_states": True}).hidden_states[1:]
     finally:
         model.train(was_training)
-    theirs = reference.eval()(**keep, output_hidden_states=True).hidden_states[1:]
     if len(ours) != len(theirs):
         raise ValueError(f"layer_cka: the models have {len(theirs)} and {len(ours)} layers")
     return [linear_cka(_tokens(a, real), _tokens(b, real)) for a, b in zip(theirs, ours, strict=True)]

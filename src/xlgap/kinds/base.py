@@ -155,6 +155,10 @@ class TaskKind(ABC):
     # ---- encoding and training ----
 
     @abstractmethod
+    def text_of(self, example: Example) -> str:
+        """The example's raw text, as unlabelled text of its language (for methods that read text)."""
+
+    @abstractmethod
     def encode(
         self, task: TaskSpec, examples: Sequence[Example], tokenizer: Any, settings: EncodeSettings
     ) -> tuple[dict[str, list], dict[str, int]]:

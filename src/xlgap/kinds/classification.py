@@ -75,6 +75,9 @@ class Classification(TaskKind):
             examples.append(PairExample(text_a, text_b, label, f"{source}#{row}"))
         return examples, Counter()
 
+    def text_of(self, example: Any) -> str:
+        return f"{example.text_a} {example.text_b}"
+
     def encode(
         self, task: TaskSpec, examples: Sequence[PairExample], tokenizer: Any, settings: EncodeSettings
     ) -> tuple[dict[str, list], dict[str, int]]:

@@ -114,6 +114,9 @@ class SpanExtraction(TaskKind):
     def loss(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
         return span_loss(outputs, labels, num_items_in_batch)
 
+    def text_of(self, example: Any) -> str:
+        return f"{example.question} {example.context}"
+
     def encode(
         self, task: TaskSpec, examples: Sequence[QAExample], tokenizer: Any, settings: EncodeSettings
     ) -> tuple[dict[str, list], dict[str, int]]:

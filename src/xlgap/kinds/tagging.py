@@ -127,6 +127,9 @@ class Tagging(TaskKind):
             examples.append(TokenExample(tuple(tokens), labels, f"{source}#{row}"))
         return examples, skipped
 
+    def text_of(self, example: Any) -> str:
+        return " ".join(example.tokens)
+
     def encode(
         self, task: TaskSpec, examples: Sequence[TokenExample], tokenizer: Any, settings: EncodeSettings
     ) -> tuple[dict[str, list], dict[str, int]]:

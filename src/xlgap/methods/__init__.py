@@ -9,6 +9,7 @@ from typing import Any
 from xlgap.methods.base import Compose, Method, ParamGroup, PrepareContext, TrainingStats
 from xlgap.methods.fsf import FineTuningFast, FineTuningSlow, FineTuningSlowFast
 from xlgap.methods.noisytune import NoisyTune
+from xlgap.methods.regularize import L2
 from xlgap.methods.surgery import Freeze, LrScale, Reinit
 from xlgap.utils.errors import UserError
 
@@ -20,6 +21,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "reinit": Reinit,
     "lr_scale": LrScale,
     "noisytune": NoisyTune,
+    "l2": L2,
 }
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "FineTuningSlow",
     "FineTuningSlowFast",
     "Freeze",
+    "L2",
     "LrScale",
     "Method",
     "NoisyTune",

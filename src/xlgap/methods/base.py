@@ -3,17 +3,24 @@
 A method is plain PyTorch: it knows parameters, losses and the training statistics, nothing about
 CLIs, files or the Trainer. Any of these hooks may be implemented (the defaults do nothing):
 
-- `prepare(model, context)`: once before training (snapshot, perturb, freeze, ...).
+- `reference_parameters(model)`: the names of the parameters whose pretrained values the method needs
+  (L2, EWC); the trainer keeps one shared copy of them (`context.references`), taken before any
+  method's `prepare` changed the model.
+- `prepare(model, context)`: once before training, with the model on its device (perturb, freeze, ...).
 - `param_groups(model)`: named parameter sets with static lr scales (`{name: ParamGroup}`).
 - `lr_multipliers(step, stats)`: dynamic multipliers per group name for the update after `step`
   completed updates, computed from `stats` (the loss of every completed update).
-- `penalty(model)`: an extra loss term, or None.
+- `penalty(model)`: an extra loss term, or None (checked for finiteness with the loss, logged per
+  method in the probe records).
+- `post_step(model, lr_of)`: after every optimizer step, with `lr_of(name)` the learning rate the step
+  used for a parameter (decoupled updates, like AdamW's weight decay).
 - `probe_values(step, stats)`: extra numbers to log with each probe; a method with training phases
   reports the phase of the update after `step` as `"phase"` (plots shade phase P1 from it).
 - `report(stats)`: what the method did over the whole run (e.g. FSF's realised P1 share), for results.
 - `cka_every()`: how often (in updates) the trainer should measure each layer's CKA to the pretrained
   model on the training batch into `stats.cka`, or None (the default: never).
-- `state_dict()` / `load_state_dict(state)`: whatever is needed to resume exactly.
+- `state_dict()` / `load_state_dict(state)`: whatever is needed to resume exactly; tensors may be part
+  of it (checkpoints store them as safetensors beside the JSON).
 
 A parameter's learning rate at an update is `schedule(step) x (product of the static scales of the
 groups it belongs to) x (product of their dynamic multipliers)`; see `optimizer_groups`.
@@ -44,6 +51,8 @@ class TrainingStats:
 
     losses: list[float] = field(default_factory=list)
     cka: list[dict[str, Any]] = field(default_factory=list)
+    penalties: list[dict[str, float]] = field(default_factory=list)
+    """Every completed update's penalty of each method (`{"<index>.<name>": value}`), in order."""
     warmup_steps: int = 0
     """Updates of the learning-rate warm-up (set by the trainer from its schedule)."""
     total_steps: int | None = None
@@ -51,12 +60,13 @@ class TrainingStats:
 
     def state_dict(self) -> dict[str, Any]:
         """The statistics as plain lists (saved in checkpoints)."""
-        return {"losses": list(self.losses), "cka": [dict(m) for m in self.cka]}
+        return {"losses": list(self.losses), "cka": [dict(m) for m in self.cka], "penalties": [dict(p) for p in self.penalties]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore statistics saved by `state_dict` (the schedule fields come from the trainer)."""
         self.losses = [float(x) for x in state["losses"]]
         self.cka = [{"step": int(m["step"]), "layers": [float(v) for v in m["layers"]]} for m in state.get("cka", [])]
+        self.penalties = [{k: float(v) for k, v in p.items()} for p in state.get("penalties", [])]
 
 
 @dataclass(frozen=True)
@@ -67,18 +77,48 @@ class ParamGroup:
     scale: float = 1.0
 
 
+class ReferenceWeights:
+    """One shared copy of the pretrained values of the parameters that methods need (L2's and EWC's
+    anchor, the CKA reference), detached, in the training dtype, on the model's device."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor] | None = None):
+        self.tensors = dict(tensors or {})
+
+    @classmethod
+    def capture(cls, model: nn.Module, names: set[str]) -> ReferenceWeights:
+        """Copy the named parameters of `model` (as they are now)."""
+        return cls({n: p.detach().clone() for n, p in model.named_parameters() if n in names})
+
+    def get(self, names: list[str] | set[str]) -> dict[str, torch.Tensor]:
+        """The reference tensors of `names` (they must have been captured)."""
+        missing = sorted(set(names) - set(self.tensors))
+        if missing:
+            raise KeyError(f"no reference copy of {missing[:3]}{'...' if len(missing) > 3 else ''}: declare them in reference_parameters")
+        return {n: self.tensors[n] for n in names}
+
+
 @dataclass
 class PrepareContext:
-    """What `Method.prepare` may use besides the model."""
+    """What `Method.prepare` may use besides the model: the run's seed, the model's device, the
+    tokenizer and the task, unlabelled text per language (`texts`), and the shared pretrained values of
+    the parameters the methods asked for (`references`)."""
 
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    device: torch.device | None = None
+    tokenizer: Any = None
+    task: Any = None
+    texts: dict[str, list[str]] = field(default_factory=dict)
+    references: ReferenceWeights = field(default_factory=ReferenceWeights)
 
 
 class Method:
     """Base class of all methods: every hook is optional and does nothing by default."""
 
     name = "method"
+
+    def reference_parameters(self, model: nn.Module) -> set[str]:
+        """Names of the parameters whose pretrained values `prepare` will ask `context.references` for."""
+        return set()
 
     def prepare(self, model: nn.Module, context: PrepareContext) -> None:
         """Change the model once before training (default: nothing)."""
@@ -94,6 +134,9 @@ class Method:
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         """An extra loss term added to the task loss (default: None)."""
         return None
+
+    def post_step(self, model: nn.Module, lr_of: Any) -> None:
+        """Act after each optimizer step; `lr_of(name)` is the lr the step used for a parameter (default: nothing)."""
 
     def probe_values(self, step: int, stats: TrainingStats) -> dict[str, Any]:
         """Extra values logged with each probe (default: none)."""
@@ -123,6 +166,9 @@ class Compose(Method):
     def __init__(self, *methods: Method):
         self.methods = list(methods)
 
+    def reference_parameters(self, model: nn.Module) -> set[str]:
+        return set().union(*(m.reference_parameters(model) for m in self.methods))
+
     def prepare(self, model: nn.Module, context: PrepareContext) -> None:
         for method in self.methods:
             method.prepare(model, context)
@@ -144,9 +190,18 @@ class Compose(Method):
             merged.update(method.lr_multipliers(step, stats))
         return merged
 
+    def penalties(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Every composed method's penalty, by `<index>.<method name>`."""
+        terms = ((f"{i}.{m.name}", m.penalty(model)) for i, m in enumerate(self.methods))
+        return {name: term for name, term in terms if term is not None}
+
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
-        terms = [t for t in (m.penalty(model) for m in self.methods) if t is not None]
+        terms = list(self.penalties(model).values())
         return torch.stack(terms).sum() if terms else None
+
+    def post_step(self, model: nn.Module, lr_of: Any) -> None:
+        for method in self.methods:
+            method.post_step(model, lr_of)
 
     def probe_values(self, step: int, stats: TrainingStats) -> dict[str, Any]:
         values: dict[str, Any] = {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -31,6 +32,8 @@ from xlgap.utils.errors import UserError
 TRAINABLE_FILE = "trainable.safetensors"
 FROZEN_FILE = "frozen.safetensors"
 BEST_FILE = "best.safetensors"
+TENSORS_FILE = "xlgap_tensors.safetensors"
+_TENSOR_MARK = "__tensor__"
 
 
 class CheckpointError(UserError, ValueError):
@@ -70,6 +73,44 @@ def load_training_weights(model: nn.Module, folder: Path, frozen: Path) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{folder}: the checkpoint does not fit the model (missing {missing}, unexpected {unexpected})")
+
+
+def save_state_tensors(state: Any, path: Path) -> Any:
+    """`state` with every tensor replaced by a reference into a safetensors file at `path` (written when
+    there is at least one): method state is JSON beside its tensors, not tensors spelled out in JSON."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, torch.Tensor):
+            key = str(len(tensors))
+            tensors[key] = node
+            return {_TENSOR_MARK: key}
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list | tuple):
+            return [walk(v) for v in node]
+        return node
+
+    out = walk(state)
+    if tensors:
+        _save(tensors, path)
+    return out
+
+
+def load_state_tensors(state: Any, path: Path) -> Any:
+    """The inverse of `save_state_tensors`."""
+    tensors = load_file(str(path)) if path.exists() else {}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if set(node) == {_TENSOR_MARK}:
+                return tensors[node[_TENSOR_MARK]]
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(state)
 
 
 @dataclass

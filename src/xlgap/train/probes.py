@@ -59,6 +59,7 @@ class ProbeLog:
         metrics = {m: {lang: evaluated[lang][m] for lang in languages} for m in evaluated[languages[0]]}
         scores = language_scores(dev, self.sources, self.targets)
         window = stats.losses[self.last_step : step]
+        penalties = stats.penalties[self.last_step : step]
         return {
             "step": step,
             "epoch": epoch,
@@ -68,6 +69,7 @@ class ProbeLog:
             **scores,
             "select": self.selection_score(scores),
             "lr_multipliers": method.lr_multipliers(step, stats),
+            "penalties": {name: fmean(p[name] for p in penalties) for name in penalties[-1]} if penalties else {},
             **method.probe_values(step, stats),
         }
 

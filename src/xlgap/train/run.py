@@ -31,6 +31,7 @@ from xlgap.data.tasks import TaskSpec, get_task
 from xlgap.kinds import EncodedSplit, evaluate_sets, kind_of, language_scores
 from xlgap.kinds.evaluate import fixed_batch
 from xlgap.methods import PrepareContext, build_methods
+from xlgap.methods.base import ReferenceWeights
 from xlgap.models.load import load_tokenizer, resolve_model
 from xlgap.results import read_records, write_summary
 from xlgap.train.checkpoints import CheckpointClock
@@ -215,6 +216,11 @@ def build_trainer(
         probe=probe,
         compact_checkpoints=True,
         cka_inputs=fixed_batch(data.probe[data.sources[0]]) if data.sources[0] in data.probe else None,
+        context=PrepareContext(
+            tokenizer=tokenizer,
+            task=task,
+            texts={lang: [kind.text_of(ex) for ex in split.examples] for lang, split in data.dev.items()},
+        ),
         callbacks=[CheckpointClock(cfg.train.checkpoint_every, cfg.train.checkpoint_minutes), *trackers(cfg, seed_dir)],
     )
     for callback in (PrinterCallback, ProgressCallback):
@@ -335,7 +341,8 @@ def check_methods(cfg: ExperimentConfig, task: TaskSpec, model_path: str) -> Non
     claim one group or an option a method refuses fail before the run folder exists."""
     model = kind_of(task).load_model(model_path, task)
     methods = build_methods(cfg.methods)
-    methods.prepare(model, PrepareContext(seed=cfg.seeds[0]))
+    references = ReferenceWeights.capture(model, methods.reference_parameters(model))
+    methods.prepare(model, PrepareContext(seed=cfg.seeds[0], task=task, references=references))
     methods.param_groups(model)
 
 

@@ -32,7 +32,6 @@ Use it in your own script like the Trainer: `XlgapTrainer(model, args, ..., meth
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Mapping
@@ -51,16 +50,20 @@ from xlgap.methods.base import (
     Method,
     OptimizerGroupSpec,
     PrepareContext,
+    ReferenceWeights,
     TrainingStats,
     group_multiplier,
     optimizer_groups,
 )
 from xlgap.train.checkpoints import (
     FROZEN_FILE,
+    TENSORS_FILE,
     TRAINABLE_FILE,
     BestWeights,
     CheckpointError,
+    load_state_tensors,
     load_training_weights,
+    save_state_tensors,
     save_training_weights,
 )
 from xlgap.train.probes import ProbeLog
@@ -93,6 +96,7 @@ class XlgapTrainer(Trainer):
         probe: ProbeLog | None = None,
         compact_checkpoints: bool = False,
         cka_inputs: dict[str, torch.Tensor] | None = None,
+        context: PrepareContext | None = None,
         **trainer_kwargs: Any,
     ):
         if model is None:
@@ -108,13 +112,11 @@ class XlgapTrainer(Trainer):
         self.group_specs: list[OptimizerGroupSpec] = []
         self.declared_groups: set[str] = set()
         self._update_loss: torch.Tensor | None = None
-        seed = getattr(args, "seed", 42)
+        self._update_penalties: dict[str, float] | None = None
         self.cka_every = self.method.cka_every()
-        # The reference for CKA is the model before any method touches it: a frozen copy, only when needed.
-        self.cka_reference = copy.deepcopy(model).requires_grad_(False).eval() if self.cka_every else None
-        self.method.prepare(model, PrepareContext(seed=seed))
         trainer_kwargs.setdefault("compute_loss_func", classification_loss)
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
+        self.context = self._prepare_methods(context or PrepareContext())
         if self.args.n_gpu > 1:
             raise ParallelismError(
                 f"this process sees {self.args.n_gpu} GPUs and would train with torch.nn.DataParallel, which "
@@ -124,6 +126,19 @@ class XlgapTrainer(Trainer):
             )
         self.base_schedule: Any = None
         self.add_callback(_UpdateBoundary(self))
+
+    def _prepare_methods(self, context: PrepareContext) -> PrepareContext:
+        """Run the methods' `prepare` once, with the model on its device, the shared reference copy of
+        the parameters they (and the CKA measurements) need taken first, before anything changes."""
+        needed = self.method.reference_parameters(self.model)
+        if self.cka_every:
+            needed |= {name for name, _ in self.model.named_parameters()}
+        context.seed = self.args.seed
+        context.device = self.args.device
+        context.tokenizer = context.tokenizer if context.tokenizer is not None else self.processing_class
+        context.references = ReferenceWeights.capture(self.model, needed)
+        self.method.prepare(self.model, context)
+        return context
 
     # ---- optimizer and schedule ----
 
@@ -153,7 +168,14 @@ class XlgapTrainer(Trainer):
             for spec in self.group_specs
         ]
         self.optimizer = optimizer_cls(groups, lr=lr, **optimizer_kwargs)
+        self.optimizer.register_step_post_hook(lambda optimizer, *_: self._post_step(optimizer))
         return self.optimizer
+
+    def _post_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The methods' `post_step`, with the lr each parameter's group used in the step just taken."""
+        lr_by_param = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+        named = dict(self.model.named_parameters())
+        self.method.post_step(self.model, lambda name: lr_by_param[id(named[name])])
 
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
@@ -220,11 +242,14 @@ class XlgapTrainer(Trainer):
             # Per-micro-batch shares that sum to the update's mean loss, however the Trainer scales it.
             scaled = self._loss_is_scaled(num_items_in_batch)
             share = loss.detach() if scaled else loss.detach() / self.current_gradient_accumulation_steps
-            penalty = self.method.penalty(self.accelerator.unwrap_model(model))
-            if penalty is not None:
+            terms = method_penalties(self.method, self.accelerator.unwrap_model(model))
+            if terms:
+                penalty = torch.stack(list(terms.values())).sum()
                 # Count the penalty once per update: the Trainer divides unscaled losses by the
                 # accumulation steps itself.
                 loss = loss + (penalty / self.current_gradient_accumulation_steps if scaled else penalty)
+                if self._update_penalties is None:  # the weights, hence the penalties, are the update's
+                    self._update_penalties = {name: float(t.detach()) for name, t in terms.items()}
             bad = (~torch.isfinite(loss.detach())).any().float().reshape(1)
             if self.args.world_size > 1:
                 bad = self.accelerator.reduce(bad, reduction="sum")
@@ -247,10 +272,10 @@ class XlgapTrainer(Trainer):
             return
         unwrapped = self.accelerator.unwrap_model(model)
         device = next(unwrapped.parameters()).device
-        self.cka_reference.to(device)
         if self.cka_inputs is not None:
             inputs = {k: v.to(device) for k, v in self.cka_inputs.items()}
-        values = torch.tensor(layer_cka(self.cka_reference, unwrapped, inputs), device=self.accelerator.device)
+        reference = self.context.references.tensors
+        values = torch.tensor(layer_cka(reference, unwrapped, inputs), device=self.accelerator.device)
         values = self.accelerator.reduce(values, reduction="mean")
         self.stats.cka.append({"step": step, "layers": [float(v) for v in values.tolist()]})
 
@@ -261,6 +286,9 @@ class XlgapTrainer(Trainer):
         loss = self.accelerator.reduce(self._update_loss.reshape(1), reduction="mean")
         self.stats.losses.append(float(loss.item()))
         self._update_loss = None
+        if self._update_penalties is not None:
+            self.stats.penalties.append(self._update_penalties)
+            self._update_penalties = None
 
     # ---- probes ----
 
@@ -337,7 +365,8 @@ class XlgapTrainer(Trainer):
             folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             folder.mkdir(parents=True, exist_ok=True)
             best = self.best.save(folder) if self.best is not None else None
-            state = {"stats": self.stats.state_dict(), "method": self.method.state_dict(), "best": best}
+            method_state = save_state_tensors(self.method.state_dict(), folder / TENSORS_FILE)
+            state = {"stats": self.stats.state_dict(), "method": method_state, "best": best}
             write_json_atomic(folder / STATE_FILE, state)
         self._checkpointing = True
         try:
@@ -373,7 +402,7 @@ class XlgapTrainer(Trainer):
             )
         state = read_json(path)
         self.stats.load_state_dict(state["stats"])
-        self.method.load_state_dict(state["method"])
+        self.method.load_state_dict(load_state_tensors(state["method"], Path(checkpoint) / TENSORS_FILE))
         if state.get("best"):
             self.best = BestWeights.load(Path(checkpoint), state["best"])
 
@@ -394,6 +423,14 @@ class _UpdateBoundary(TrainerCallback):
         return control
 
 
+def method_penalties(method: Method, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Each method's penalty by name (a Compose names its parts), without the ones that are None."""
+    if isinstance(method, Compose):
+        return method.penalties(model)
+    term = method.penalty(model)
+    return {method.name: term} if term is not None else {}
+
+
 def record_scalars(record: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
     """The numbers of a probe record as tracker scalars: `<prefix>_gap`, `<prefix>_target_avg`, ...,
     `<prefix>_p1` (1 in FSF's phase P1) and `<prefix>_lr_multiplier/<group>`."""
@@ -401,6 +438,7 @@ def record_scalars(record: dict[str, Any], prefix: str = "eval") -> dict[str, fl
     if "phase" in record:
         scalars[f"{prefix}_p1"] = float(record["phase"] == "P1")
     scalars.update({f"{prefix}_lr_multiplier/{group}": k for group, k in record.get("lr_multipliers", {}).items()})
+    scalars.update({f"{prefix}_penalty/{name}": v for name, v in (record.get("penalties") or {}).items()})
     return scalars
 
 
