@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from tiny import SETS_4_LAYERS, tiny_bert, tiny_trainer, write_tiny_model, write_tiny_udpos
 from xlgap.config import config_from_dict
-from xlgap.methods import METHODS, L2, Compose, FineTuningSlowFast, build_method
+from xlgap.methods import L2, METHODS, Compose, FineTuningSlowFast, build_method
 from xlgap.report.plots import multiplier_curves
 from xlgap.results import load_run
 from xlgap.train.run import run_experiment
