@@ -29,6 +29,7 @@ CASES = {
     "lr_scale": {"name": "lr_scale", "select": "layers[-1:]", "scale": 5},
     "noisytune": {"name": "noisytune"},
     "l2": {"name": "l2", "strength": 0.1},
+    "ewc": {"name": "ewc", "strength": 100.0, "fisher": "FISHER"},  # a Fisher of the tiny model, written below
 }
 PARTNER = {"name": "fsf", **FSF_TINY}
 FSF_FAMILY = {"fsf", "fs", "ff"}
@@ -40,7 +41,14 @@ def test_every_registered_method_is_under_contract():
 
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
+    from xlgap.methods.fisher_file import Fisher
+
     root = tmp_path_factory.mktemp("contract")
+    model = tiny_bert(num_labels=17)
+    torch.manual_seed(0)
+    tensors = {n: torch.rand_like(p) for n, p in model.named_parameters() if ".layer." in n}
+    Fisher(tensors, {"language": "de"}).save(root / "fisher-de.safetensors")
+    CASES["ewc"]["fisher"] = str(root / "fisher-de.safetensors")
     return write_tiny_model(root / "model"), write_tiny_udpos(root / "data")
 
 
@@ -67,7 +75,7 @@ def config(tiny_setup, out, methods):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_state_round_trip(name):
+def test_state_round_trip(name, tiny_setup):
     method = build_method(CASES[name])
     trainer_free = tiny_bert()
     method.param_groups(trainer_free)

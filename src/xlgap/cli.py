@@ -252,6 +252,105 @@ def fsf_sets_command(
 
 
 @app.command()
+def fisher(
+    model: str = typer.Argument(..., help="Hub id, local folder or bundled:<name>."),
+    lang: str = typer.Option(..., "--lang", help="The language of the text."),
+    output: Path = typer.Option(..., "-o", "--output", help="The Fisher file to write (.safetensors)."),
+    text: Path = typer.Option(None, "--text", help="A UTF-8 text file, one text per line."),
+    from_data: str = typer.Option(None, "--from-data", help="A task whose split's text to use (labels unused)."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="XTREME-layout folder for --from-data (default $XLGAP_DATA)."),
+    split: str = typer.Option("dev", "--split", help="The split of --from-data."),
+    hub: str = typer.Option(None, "--hub", help="A hub corpus REPO[:CONFIG], e.g. wikimedia/wikipedia:20231101.de."),
+    examples: int = typer.Option(500, "--examples", help="How many texts (a fixed subset)."),
+    estimator: str = typer.Option("empirical", "--estimator", help="empirical (the masked tokens) or sampled (the model's own)."),
+    select: str = typer.Option("all - head", "--select", help="The parameters to compute it for (a selector)."),
+    head_steps: int = typer.Option(200, "--head-steps", help="Updates fitting an MLM head where the model has none."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """The diagonal Fisher of the masked-LM loss on unlabelled text of one language (for `ewc`)."""
+    import os
+
+    from xlgap.analysis.fisher import (
+        FisherError,
+        compute_fisher,
+        texts_from_file,
+        texts_from_hub,
+        texts_from_task,
+    )
+    from xlgap.data.sampling import subsample
+    from xlgap.data.tasks import get_task
+    from xlgap.languages import check_language
+    from xlgap.models.load import load_tokenizer, resolve_model
+    from xlgap.utils.errors import UserError
+
+    _quiet_libraries()
+    try:
+        check_language(lang, "--lang")
+        given = [x for x in (text, from_data, hub) if x]
+        if len(given) != 1:
+            raise FisherError("give exactly one of --text FILE, --from-data TASK or --hub REPO[:CONFIG]")
+        if text:
+            texts, source = texts_from_file(text), str(text.resolve())
+        elif from_data:
+            folder = data_dir or (Path(os.environ["XLGAP_DATA"]) if os.environ.get("XLGAP_DATA") else None)
+            texts, source = texts_from_task(get_task(from_data), lang, split, folder)
+        else:
+            repo, _, config = hub.partition(":")
+            texts, source = texts_from_hub(repo, config or None, "text", examples)
+        texts = subsample(texts, examples, seed, name=f"{lang} texts")
+        path = resolve_model(model)
+        result = compute_fisher(path, load_tokenizer(path), texts, lang, source, select, estimator, head_steps, seed=seed)
+        result.provenance["model"] = model
+        result.save(output)
+    except UserError as err:
+        _fail(str(err))
+    console.print(f"Fisher of {lang} from {result.provenance['examples']} texts ({result.provenance['head']}): {output}")
+
+
+@app.command(name="fisher-distance")
+def fisher_distance(
+    fishers: list[Path] = typer.Argument(..., help="Fisher files (xlgap fisher), one per language."),
+    reference: str = typer.Option("en", "--reference", help="The language the others are compared with."),
+    run_dir: Path = typer.Option(None, "--run", help="A run whose per-language zero-shot scores to correlate with."),
+    split: str = typer.Option("test", "--split", help="The run's split."),
+    out: Path = typer.Option(Path("reports"), "--out", help="Folder for frechet.md, frechet.json and frechet.png."),
+) -> None:
+    """Fréchet distances between normalised Fishers (Eq. 3), and their correlation with a run's scores."""
+    from xlgap.analysis.fisher import Fisher, FisherError, correlations, frechet_rows
+    from xlgap.report.plots import plot_frechet
+    from xlgap.results import load_run
+    from xlgap.utils.errors import UserError
+    from xlgap.utils.files import write_json_atomic, write_text_atomic
+
+    try:
+        loaded: dict[str, Fisher] = {}
+        for path in fishers:
+            fisher_ = Fisher.load(path)
+            lang = fisher_.provenance.get("language")
+            if lang in loaded:
+                raise FisherError(f"{path}: a second Fisher of {lang!r}")
+            loaded[lang] = fisher_
+        rows = frechet_rows(loaded, reference)
+        lines = [f"| language | Fréchet distance to {reference} |", "|---|---|", *(f"| {lang} | {d:.6g} |" for lang, d in rows)]
+        result: dict = {"reference": reference, "distances": dict(rows)}
+        if run_dir is not None:
+            summary = load_run(run_dir).summary()
+            if split not in summary:
+                raise FisherError(f"--run {run_dir}: no {split} scores")
+            scores = {lang: cell["mean"] for lang, cell in summary[split]["scores"].items()}
+            result["correlation"] = corr = correlations(dict(rows), scores)
+            lines += ["", f"Correlation with {run_dir.name}'s {split} {summary[split]['metric']} over {len(corr['languages'])} languages: "
+                      f"Pearson {corr['pearson']:+.2f} (p = {corr['pearson_p']:.3f}), Spearman {corr['spearman']:+.2f} (p = {corr['spearman_p']:.3f})"]  # fmt: skip
+            label = f"{split} {summary[split]['metric']}"
+            console.print(f"figure: {plot_frechet(dict(rows), scores, out / 'frechet.png', label)}")
+    except UserError as err:
+        _fail(str(err))
+    write_text_atomic(out / "frechet.md", "\n".join(lines) + "\n")
+    write_json_atomic(out / "frechet.json", result)
+    console.print("\n".join(lines), markup=False, highlight=False)
+
+
+@app.command()
 def anatomy(
     model: str = typer.Argument("bundled:multilingual-e5-small", help="Hub id, local folder or bundled:<name>."),
     select: str = typer.Option(None, "--select", help="Show which parameters a selector names."),

@@ -9,7 +9,7 @@ from typing import Any
 from xlgap.methods.base import Compose, Method, ParamGroup, PrepareContext, TrainingStats
 from xlgap.methods.fsf import FineTuningFast, FineTuningSlow, FineTuningSlowFast
 from xlgap.methods.noisytune import NoisyTune
-from xlgap.methods.regularize import L2
+from xlgap.methods.regularize import EWC, L2
 from xlgap.methods.surgery import Freeze, LrScale, Reinit
 from xlgap.utils.errors import UserError
 
@@ -22,11 +22,13 @@ METHODS: dict[str, Callable[..., Method]] = {
     "lr_scale": LrScale,
     "noisytune": NoisyTune,
     "l2": L2,
+    "ewc": EWC,
 }
 
 __all__ = [
     "METHODS",
     "Compose",
+    "EWC",
     "FineTuningFast",
     "FineTuningSlow",
     "FineTuningSlowFast",

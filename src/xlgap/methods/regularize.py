@@ -13,10 +13,13 @@ every weight is pulled by the same fraction of its distance.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from xlgap.methods.base import Method, PrepareContext
+from xlgap.methods.fisher_file import Fisher
 from xlgap.models.anatomy import model_anatomy
 
 L2_MODES = ("penalty", "decoupled")
@@ -63,3 +66,53 @@ class L2(Method):
         with torch.no_grad():
             for name, param, anchor in self._pairs(model):
                 param.sub_(lr_of(name) * self.strength * (param - anchor))
+
+
+class EWC(Method):
+    """Elastic weight consolidation towards the pretrained weights (same paper, Eq. 2): strength / 2 *
+    sum_i F_i (theta_i - theta*_i)^2 with F the diagonal Fisher of a target language's masked-LM loss
+    (`xlgap fisher`). Several Fisher files add several penalties (the paper's Appendix F, e.g. fr and
+    en); a Fisher of a mixed corpus is one file. The paper trains one model per target language, each
+    with that language's Fisher: `configs/sweeps/` pairs each target with its Fisher."""
+
+    name = "ewc"
+
+    def __init__(self, fisher: str | list[str], strength: float = 1.0):
+        if strength < 0:
+            raise ValueError(f"ewc strength: expected lambda >= 0, got {strength}")
+        self.files = [fisher] if isinstance(fisher, str) else list(fisher)
+        if not self.files:
+            raise ValueError("ewc fisher: expected a Fisher file (xlgap fisher ... -o FILE) or a list of them")
+        self.strength = strength
+        self.fishers: list[dict[str, torch.Tensor]] = []
+        self.anchor: dict[str, torch.Tensor] = {}
+
+    def _load(self) -> list[dict[str, torch.Tensor]]:
+        return [Fisher.load(Path(f)).tensors for f in self.files]
+
+    def reference_parameters(self, model: nn.Module) -> set[str]:
+        """The parameters any of the Fishers covers (they must all be parameters of the model)."""
+        names = {n for n, _ in model.named_parameters()}
+        covered = set().union(*(set(f) for f in self._load()))
+        unknown = sorted(covered - names)
+        if unknown:
+            raise ValueError(f"ewc fisher: {len(unknown)} of its tensors are not parameters of this model, e.g. {unknown[0]!r}")
+        return covered
+
+    def prepare(self, model: nn.Module, context: PrepareContext) -> None:
+        """Load the Fishers onto the model's device and take the anchor from the shared reference copy."""
+        device = next(model.parameters()).device
+        self.fishers = [{k: v.to(device) for k, v in f.items()} for f in self._load()]
+        self.anchor = context.references.get(self.reference_parameters(model))
+
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        if not self.fishers:
+            return None
+        params = dict(model.named_parameters())
+        total = sum(
+            (f[n] * (params[n].float() - self.anchor[n].float()) ** 2).sum()
+            for f in self.fishers
+            for n in f
+            if params[n].requires_grad
+        )
+        return 0.5 * self.strength * total

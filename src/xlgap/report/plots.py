@@ -214,6 +214,19 @@ def plot_layer_sweep(
     return _save(fig, path)
 
 
+def plot_frechet(distances: dict[str, float], scores: dict[str, float], path: Path, label: str) -> Path:
+    """The paper's Table 5 as a scatter: each language's Fréchet distance to the source against its score."""
+    languages = sorted(set(distances) & set(scores))
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.scatter([distances[lang] for lang in languages], [scores[lang] for lang in languages])
+    for lang in languages:
+        ax.annotate(lang, (distances[lang], scores[lang]), textcoords="offset points", xytext=(3, 3), fontsize=8)
+    ax.set_xlabel("Fréchet distance of the Fisher to the source's")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def write_figures(runs: list[Run], out_dir: Path) -> list[Path]:
     """Write every figure for `runs` into `out_dir`; returns the paths written."""
     out_dir = Path(out_dir)
