@@ -3,7 +3,6 @@ precision chosen from the hardware, and where a run's wall time goes."""
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +10,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForTokenClassification, TrainerControl
 
-from tiny import tiny_tokenizer, write_tiny_model, write_tiny_udpos
+from tiny import (
+    assert_same_outcome,
+    run_interrupted_then_resumed,
+    tiny_tokenizer,
+    write_tiny_model,
+    write_tiny_udpos,
+)
 from xlgap.config import config_from_dict
 from xlgap.data.tasks import get_task
 from xlgap.kinds import evaluate_sets
@@ -110,24 +115,9 @@ def test_resume_from_a_compact_checkpoint_is_exact(tiny_setup, tmp_path, monkeyp
     whole = make_config(tiny_setup, tmp_path / "a", checkpoint_every=5, precision=precision)
     run_experiment(whole)
     cut = make_config(tiny_setup, tmp_path / "b", checkpoint_every=5, precision=precision)
-    original = XlgapTrainer.training_step
-
-    def interrupt(self, *args, **kwargs):
-        if self.state.global_step == 12:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(XlgapTrainer, "training_step", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cut)
-    monkeypatch.undo()
-    run_experiment(cut, resume=True)
-    a, b = (json.loads((tmp_path / x / "ckpt" / "seed-2" / "results.json").read_text()) for x in ("a", "b"))
+    run_interrupted_then_resumed(cut, 12, monkeypatch)
+    a = assert_same_outcome(tmp_path / "a" / "ckpt" / "seed-2", tmp_path / "b" / "ckpt" / "seed-2")
     assert a["precision"]["used"] == precision
-    for key in ("dev", "test", "best_step", "steps", "train_loss"):
-        assert a[key] == b[key], key
-    wa, wb = (load_file(tmp_path / x / "ckpt" / "seed-2" / "model" / "model.safetensors") for x in ("a", "b"))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_results_record_precision_hardware_and_the_wall_time_split(tiny_setup, tmp_path):

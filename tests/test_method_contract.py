@@ -8,15 +8,21 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from tiny import SETS_4_LAYERS, tiny_bert, tiny_trainer, write_tiny_model, write_tiny_udpos
+from tiny import (
+    SETS_4_LAYERS,
+    assert_same_outcome,
+    run_interrupted_then_resumed,
+    tiny_bert,
+    tiny_trainer,
+    write_tiny_model,
+    write_tiny_udpos,
+)
 from xlgap.config import config_from_dict
 from xlgap.methods import L2, METHODS, Compose, FineTuningSlowFast, build_method
 from xlgap.report.plots import multiplier_curves
 from xlgap.results import load_run
 from xlgap.train.run import run_experiment
-from xlgap.train.trainer import XlgapTrainer
 
 FSF_TINY = {"window": 2, "threshold": 0.05, "policies": SETS_4_LAYERS}
 # Every registered method, with options that fit the 4-layer tiny BERT. A new method must add itself here.
@@ -88,25 +94,9 @@ def test_state_round_trip(name, tiny_setup):
 def test_composes_with_fsf_resumes_exactly_and_replays_its_multipliers(name, tiny_setup, tmp_path, monkeypatch):
     methods = methods_for(name)
     run_experiment(config(tiny_setup, tmp_path / "whole", methods))
-    cut = config(tiny_setup, tmp_path / "cut", methods)
-    original = XlgapTrainer.training_step
-
-    def interrupt(self, *args, **kwargs):
-        if self.state.global_step == 10:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(XlgapTrainer, "training_step", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cut)
-    monkeypatch.undo()
-    run_experiment(cut, resume=True)
+    run_interrupted_then_resumed(config(tiny_setup, tmp_path / "cut", methods), 10, monkeypatch)
     folders = [tmp_path / x / "contract" / "seed-4" for x in ("whole", "cut")]
-    a, b = (json.loads((f / "results.json").read_text()) for f in folders)
-    for key in ("dev", "test", "best_step", "train_loss", "methods_report"):
-        assert a[key] == b[key], key
-    wa, wb = (load_file(f / "model" / "model.safetensors") for f in folders)
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert_same_outcome(*folders, keys=("dev", "test", "best_step", "train_loss", "methods_report"))
     # the multipliers recomputed from losses.json are those the probes recorded during training
     run = load_run(tmp_path / "whole" / "contract")
     updates, curves = multiplier_curves(run)

@@ -7,14 +7,13 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from transformers import Trainer
 
-from tiny import write_tiny_model, write_tiny_udpos
+from tiny import assert_same_outcome, interrupt_at, write_tiny_model, write_tiny_udpos
 from xlgap.config import config_from_dict
 from xlgap.results import load_run
 from xlgap.train.run import RunFolderError, run_experiment
-from xlgap.train.trainer import NonFiniteLossError, XlgapTrainer
+from xlgap.train.trainer import NonFiniteLossError
 
 
 @pytest.fixture(scope="module")
@@ -70,23 +69,12 @@ def test_run_writes_every_output(tiny_setup, tmp_path):
     assert "± " in (run_dir / "summary.md").read_text()
 
 
-def _interrupt_at(monkeypatch, step, error):
-    original = XlgapTrainer.training_step
-
-    def training_step(self, *args, **kwargs):
-        if self.state.global_step == step:
-            raise error
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(XlgapTrainer, "training_step", training_step)
-
-
 def test_interrupted_run_resumes_to_the_same_result(tiny_setup, tmp_path, monkeypatch):
     whole = make_config(tiny_setup, tmp_path / "a")
     run_experiment(whole)
 
     cut = make_config(tiny_setup, tmp_path / "b")
-    _interrupt_at(monkeypatch, 10, KeyboardInterrupt())  # after the checkpoint of step 8, mid-epoch 2
+    interrupt_at(monkeypatch, 10)  # after the checkpoint of step 8, mid-epoch 2
     with pytest.raises(KeyboardInterrupt):
         run_experiment(cut)
     seed_dir = tmp_path / "b" / "tiny" / "seed-3"
@@ -96,15 +84,8 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_setup, tmp_path, monkey
     with pytest.raises(RunFolderError, match="--resume"):
         run_experiment(cut)
     run_experiment(cut, resume=True)
-
-    a = json.loads((tmp_path / "a" / "tiny" / "seed-3" / "results.json").read_text())
-    b = json.loads((seed_dir / "results.json").read_text())
-    for key in ("dev", "test", "best_step", "steps", "train_loss"):
-        assert a[key] == b[key], key
+    assert_same_outcome(tmp_path / "a" / "tiny" / "seed-3", seed_dir)
     assert load_run(tmp_path / "a" / "tiny").records == load_run(tmp_path / "b" / "tiny").records
-    wa = load_file(tmp_path / "a" / "tiny" / "seed-3" / "model" / "model.safetensors")
-    wb = load_file(seed_dir / "model" / "model.safetensors")
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_non_finite_loss_stops_before_the_update_and_keeps_the_checkpoint(tiny_setup, tmp_path, monkeypatch):

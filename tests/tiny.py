@@ -116,3 +116,45 @@ def write_tiny_udpos(root, languages=("en", "de", "fr"), sentences=24, seed=0) -
             blocks.append("".join(f"w{w}\t{UPOS_TAGS[w % 5]}\n" for w in words))
         (folder / f"{split}-{lang}.tsv").write_text("\n".join(blocks), encoding="utf-8")
     return str(root)
+
+
+def interrupt_at(monkeypatch, step, error=KeyboardInterrupt):
+    """Make XlgapTrainer raise `error` when it is about to train update `step` + 1."""
+    from xlgap.train.trainer import XlgapTrainer
+
+    original = XlgapTrainer.training_step
+
+    def training_step(self, *args, **kwargs):
+        if self.state.global_step == step:
+            raise error()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(XlgapTrainer, "training_step", training_step)
+
+
+def run_interrupted_then_resumed(cfg, step, monkeypatch):
+    """Run `cfg` until it is interrupted before update `step` + 1, then resume it to the end."""
+    import pytest
+
+    from xlgap.train.run import run_experiment
+
+    interrupt_at(monkeypatch, step)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg)
+    monkeypatch.undo()
+    run_experiment(cfg, resume=True)
+
+
+def assert_same_outcome(seed_dir_a, seed_dir_b, keys=("dev", "test", "best_step", "steps", "train_loss")):
+    """The two seed folders hold the same results and bit-identical final models."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    a, b = (json.loads((Path(d) / "results.json").read_text()) for d in (seed_dir_a, seed_dir_b))
+    for key in keys:
+        assert a[key] == b[key], key
+    wa, wb = (load_file(Path(d) / "model" / "model.safetensors") for d in (seed_dir_a, seed_dir_b))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    return a
