@@ -106,3 +106,23 @@ def test_fsf_sets_follow_the_papers_rule():
     assert fsf_sets(rows, keys, reference=65.0, margin=1.0) == {"I": "layers[0] + layers[1]"}
     with pytest.raises(SweepError, match="no layer passes the rule"):
         fsf_sets(rows, keys, reference=50.0, margin=20.0)
+
+
+def test_zipped_keys_vary_together_and_cross_the_grid(base, tmp_path):
+    sweep_file = tmp_path / "zip.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "config": str(base),
+        "grid": {"train.epochs": [1, 2]},
+        "zip": {"train.learning_rate": [0.1, 0.2, 0.3], "train.warmup_steps": [0, 5, 9]},
+        "seeds": [1],
+    }))  # fmt: skip
+    points = load_sweep(sweep_file, [], None, None, "zipped").points()
+    assert len(points) == 6
+    assert points[:3] == [
+        {"train.epochs": 1, "train.learning_rate": 0.1, "train.warmup_steps": 0},
+        {"train.epochs": 1, "train.learning_rate": 0.2, "train.warmup_steps": 5},
+        {"train.epochs": 1, "train.learning_rate": 0.3, "train.warmup_steps": 9},
+    ]
+    sweep_file.write_text(yaml.safe_dump({"config": str(base), "zip": {"train.learning_rate": [0.1, 0.2], "train.warmup_steps": [0]}}))
+    with pytest.raises(SweepError, match="need as many values each"):
+        load_sweep(sweep_file, [], None, None, "bad").points()

@@ -97,6 +97,8 @@ class TrainConfig:
     batch_size: int = 32
     grad_accum: int = 1
     warmup_ratio: float = 0.1
+    warmup_steps: int | None = None
+    """Warm-up in updates (the L2 paper's Table 10 gives steps); when set it replaces warmup_ratio."""
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     scheduler: str = "linear"
@@ -323,6 +325,8 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"seeds: repeated seed in {cfg.seeds}")
     if cfg.eval.selection not in SELECTION_RULES:
         raise ConfigError(f"eval.selection: expected one of {', '.join(SELECTION_RULES)}, got {cfg.eval.selection!r}")
+    if cfg.train.warmup_steps is not None and cfg.train.warmup_steps < 0:
+        raise ConfigError(f"train.warmup_steps: expected a number of updates >= 0 or null, got {cfg.train.warmup_steps}")
     if cfg.train.checkpoint_every is not None and cfg.train.checkpoint_every <= 0:
         raise ConfigError(f"train.checkpoint_every: expected a positive integer or null, got {cfg.train.checkpoint_every}")
     if cfg.train.checkpoint_minutes <= 0:

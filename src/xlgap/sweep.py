@@ -1,7 +1,9 @@
 """Sweeps: the product of config overrides x seeds, run as ordinary run folders under one sweep folder.
 
 A sweep is a base config and grids (`KEY=V1,V2,...`, values in YAML), given on the command line or in
-a sweep file (`configs/sweeps/*.yaml`: `config:`, `grid: {key: [values]}`, `seeds:`). Every point of
+a sweep file (`configs/sweeps/*.yaml`: `config:`, `grid: {key: [values]}`, `seeds:`). A sweep file
+may also `zip` keys whose values go together instead of being crossed (EWC: each target language with
+its own Fisher). Every point of
 the product is one run folder `<sweep>/<index>-<key=value,...>` holding all the seeds, so `xlgap
 report`, tables and plots work on it as on any run. Rerunning the sweep skips finished points and
 resumes interrupted ones (`run_experiment(resume=True)`); the sweep table and figures are built from
@@ -21,7 +23,7 @@ import csv
 import io
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,16 +96,24 @@ def point_name(index: int, point: dict[str, Any]) -> str:
 
 @dataclass
 class Sweep:
-    """A sweep's definition: the base config, its grids and seeds, and where it lives."""
+    """A sweep's definition: the base config, its grids (crossed), its zipped keys (varied together,
+    their values crossed with the grids as one axis), its seeds, and where it lives."""
 
     config: Path
     grids: list[Grid]
     seeds: list[int] | None
     folder: Path
+    zipped: list[Grid] = field(default_factory=list)
 
     def points(self) -> list[dict[str, Any]]:
-        """Every combination of the grids' values, in order."""
-        return [dict(zip([g.key for g in self.grids], combo, strict=True)) for combo in itertools.product(*(g.values for g in self.grids))]
+        """Every combination of the grids' values (and of the zipped values, taken together), in order."""
+        axes: list[list[dict[str, Any]]] = [[{g.key: v} for v in g.values] for g in self.grids]
+        if self.zipped:
+            lengths = {len(g.values) for g in self.zipped}
+            if len(lengths) != 1:
+                raise SweepError(f"zip: the keys {[g.key for g in self.zipped]} need as many values each")
+            axes.append([{g.key: g.values[i] for g in self.zipped} for i in range(lengths.pop())])
+        return [{k: v for part in combo for k, v in part.items()} for combo in itertools.product(*axes)]
 
     def overrides(self, index: int, point: dict[str, Any]) -> list[str]:
         """The dotted overrides that make the run of one point."""
@@ -114,10 +124,11 @@ class Sweep:
         return extra
 
     def definition(self) -> dict[str, Any]:
-        """What `sweep.yaml` records (a rerun must match it)."""
+        """What `sweep.yaml` records (a rerun must match it); `grid` lists every swept key."""
         return {
             "config": str(self.config.resolve()),
-            "grid": {g.key: list(g.values) for g in self.grids},
+            "grid": {g.key: list(g.values) for g in [*self.grids, *self.zipped]},
+            "zip": [g.key for g in self.zipped],
             "seeds": self.seeds,
         }
 
@@ -130,22 +141,25 @@ def load_sweep(path: Path, grids: list[str], seeds: list[int] | None, out: Path 
     except (OSError, yaml.YAMLError) as err:
         raise SweepError(f"{path}: cannot read it as YAML ({err})") from None
     parsed = [parse_grid(g) for g in grids]
+    zipped: list[Grid] = []
     config = path
-    if isinstance(raw, dict) and "grid" in raw:
-        unknown = sorted(set(raw) - {"config", "grid", "seeds", "name"})
+    if isinstance(raw, dict) and ("grid" in raw or "zip" in raw):
+        unknown = sorted(set(raw) - {"config", "grid", "zip", "seeds", "name"})
         if unknown:
-            raise SweepError(f"{path}: unknown sweep keys {unknown}; expected config, grid, seeds, name")
-        if not isinstance(raw["grid"], dict) or not raw["grid"]:
-            raise SweepError(f"{path}: 'grid' must map keys to lists of values")
+            raise SweepError(f"{path}: unknown sweep keys {unknown}; expected config, grid, zip, seeds, name")
+        for key in ("grid", "zip"):
+            if key in raw and (not isinstance(raw[key], dict) or not raw[key]):
+                raise SweepError(f"{path}: '{key}' must map keys to lists of values")
         config = (path.parent / str(raw.get("config", ""))).resolve()
-        parsed = [Grid(k, tuple(v if isinstance(v, list) else [v])) for k, v in raw["grid"].items()] + parsed
+        parsed = [Grid(k, tuple(v if isinstance(v, list) else [v])) for k, v in raw.get("grid", {}).items()] + parsed
+        zipped = [Grid(k, tuple(v if isinstance(v, list) else [v])) for k, v in raw.get("zip", {}).items()]
         seeds = seeds if seeds is not None else raw.get("seeds")
         name = name or raw.get("name")
-    if not parsed:
+    if not parsed and not zipped:
         raise SweepError("nothing to sweep: give --grid KEY=V1,V2 or a sweep file with a 'grid'")
     base = load_config(config)  # a broken base config fails here, before anything is written
     name = name or f"{base.name}-sweep"
-    sweep = Sweep(config, parsed, seeds, Path(out or base.output_dir) / name)
+    sweep = Sweep(config, parsed, seeds, Path(out or base.output_dir) / name, zipped)
     for index, point in enumerate(sweep.points()):
         try:
             load_config(config, sweep.overrides(index, point))

@@ -63,7 +63,8 @@ def training_arguments(cfg: ExperimentConfig, seed: int, output_dir: Path, preci
         learning_rate=t.learning_rate,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
-        warmup_steps=t.warmup_ratio,
+        # transformers reads a value below 1 as a ratio of the run and 1 or more as updates
+        warmup_steps=t.warmup_ratio if t.warmup_steps is None else t.warmup_steps,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
         lr_scheduler_type=t.scheduler,
