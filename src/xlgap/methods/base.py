@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import torch
@@ -51,6 +51,7 @@ class TrainingStats:
 
     losses: list[float] = field(default_factory=list)
     cka: list[dict[str, Any]] = field(default_factory=list)
+    _: KW_ONLY
     penalties: list[dict[str, float]] = field(default_factory=list)
     """Every completed update's penalty of each method (`{"<index>.<name>": value}`), in order."""
     warmup_steps: int = 0

@@ -53,7 +53,10 @@ def seed_stats(run: Run, seed: int) -> TrainingStats:
     result = next((r for r in run.results if r.get("seed") == seed), {})
     schedule = result.get("schedule") or {}
     return TrainingStats(
-        run.losses.get(seed, []), run.cka.get(seed, []), schedule.get("warmup_steps", 0), schedule.get("total_steps")
+        losses=run.losses.get(seed, []),
+        cka=run.cka.get(seed, []),
+        warmup_steps=schedule.get("warmup_steps") or 0,
+        total_steps=schedule.get("total_steps"),
     )
 
 
