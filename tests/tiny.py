@@ -95,8 +95,8 @@ def write_tiny_model(folder) -> str:
     return str(folder)
 
 
-def write_tiny_udpos(root, languages=("en", "de", "fr"), sentences=24, seed=0) -> str:
-    """A folder in the XTREME layout with udpos train-en and dev/test files of `languages`.
+def write_tiny_udpos(root, languages=("en", "de", "fr"), sentences=24, seed=0, train=("en",)) -> str:
+    """A folder in the XTREME layout with udpos train files of `train` and dev/test files of `languages`.
 
     Word wi is tagged with the (i mod 5)-th UPOS tag, in every language, so transfer is learnable.
     """
@@ -107,7 +107,7 @@ def write_tiny_udpos(root, languages=("en", "de", "fr"), sentences=24, seed=0) -
     generator = torch.Generator().manual_seed(seed)
     folder = Path(root) / "udpos"
     folder.mkdir(parents=True, exist_ok=True)
-    files = [("train", "en")] + [(split, lang) for lang in languages for split in ("dev", "test")]
+    files = [("train", lang) for lang in train] + [(split, lang) for lang in languages for split in ("dev", "test")]
     for split, lang in files:
         blocks = []
         for _ in range(sentences):

@@ -252,6 +252,78 @@ def fsf_sets_command(
 
 
 @app.command()
+def trio(
+    config: Path = typer.Argument(..., help="Experiment YAML; its source and target lists are replaced by the pair."),
+    source: str = typer.Option(..., "--source", help="The source language, e.g. en."),
+    target: str = typer.Option(..., "--target", help="The target language (it needs training data), e.g. de."),
+    overrides: list[str] = typer.Argument(None, help="Dotted overrides for all three runs, e.g. seeds=[1,2,3]."),
+) -> None:
+    """Train the source-only, target-only and bilingual models of Wu et al. (2022) from one config and the
+    same seeds (finished runs are kept, interrupted ones resumed), each saving its model."""
+    from xlgap.interpolation import run_trio
+    from xlgap.train.progress import RunProgress
+    from xlgap.utils.errors import UserError
+
+    _quiet_libraries()
+    try:
+        with RunProgress(console) as progress:
+            folder = run_trio(config, source, target, overrides or [], progress)
+    except UserError as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        console.print("\ninterrupted; rerun the same command to continue")
+        raise typer.Exit(code=130) from None
+    console.print(f"trio: {folder}\nnext: xlgap interpolate {folder}")
+
+
+@app.command()
+def interpolate(
+    folder: Path = typer.Argument(..., help="A trio folder (xlgap trio), or a run folder with --to pretrained."),
+    to: str = typer.Option(None, "--to", help="'pretrained': interpolate a run's encoder back towards its pretrained weights."),
+    alphas: str = typer.Option(None, "--alphas", help="START:STOP:STEP or a list (trio default -0.5:1.5:0.1 plus the paper's points near 0 and 1; pretrained default 0:1:0.1)."),
+    plane: str = typer.Option(None, "--plane", help="The 2D grid of a1 and a2 (default -0.5:1.5:0.1); 'none' skips 2D."),
+    encoder_only: bool = typer.Option(False, "--encoder-only", help="Trio: interpolate the encoder only (the bilingual model's head kept)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Evaluation batch size."),
+) -> None:
+    """Score interpolated models on every language: the 1D lines and 2D plane of a trio, or a fine-tuned
+    run on its way back to the pretrained weights (alpha chosen on dev, that model saved). Points already
+    computed are not recomputed."""
+    from xlgap.analysis.interpolate import parse_grid
+    from xlgap.interpolation import (
+        PRETRAINED_ALPHAS,
+        interpolate_to_pretrained,
+        interpolate_trio,
+        pretrained_markdown,
+        trio_markdown,
+    )
+    from xlgap.train.progress import RunProgress
+    from xlgap.utils.errors import UserError
+
+    _quiet_libraries()
+    try:
+        if to not in (None, "pretrained"):
+            _fail(f"--to {to!r}: expected 'pretrained' (or no --to for a trio folder)")
+        if to == "pretrained":
+            grid = parse_grid(alphas, extra=()) if alphas else list(PRETRAINED_ALPHAS)
+            with RunProgress(console) as progress:
+                summary = interpolate_to_pretrained(folder, grid, batch_size=batch_size, progress=progress)
+            console.print(pretrained_markdown(summary))
+            console.print(f"results: {folder}/interpolation-pretrained/ (summary.md, gap.png); models: seed-*/model-interpolated/")
+            return
+        grid = parse_grid(alphas) if alphas else None
+        plane_grid = [] if plane == "none" else parse_grid(plane, extra=()) if plane else None
+        with RunProgress(console) as progress:
+            summary = interpolate_trio(folder, grid, plane_grid, "all - head" if encoder_only else "all", batch_size, progress)
+        console.print(trio_markdown(summary))
+        console.print(f"results: {folder}/interpolation/ (summary.md, lines.png, plane.png, geometry.png)")
+    except UserError as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        console.print("\ninterrupted; rerun the same command to continue (computed points are kept)")
+        raise typer.Exit(code=130) from None
+
+
+@app.command()
 def fisher(
     model: str = typer.Argument(..., help="Hub id, local folder or bundled:<name>."),
     lang: str = typer.Option(..., "--lang", help="The language of the text."),

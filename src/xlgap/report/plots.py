@@ -77,7 +77,8 @@ def _band(ax: Any, steps: np.ndarray, mean: np.ndarray, std: np.ndarray, label: 
         ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15)
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write `fig` to `path` as PNG (atomically: a temporary file renamed into place), close it; returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     fig.savefig(tmp, dpi=130, bbox_inches="tight")
@@ -99,7 +100,7 @@ def plot_gaps(runs: list[Run], path: Path) -> Path:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gap_and_loss(runs: list[Run], path: Path) -> Path:
@@ -127,7 +128,7 @@ def plot_gap_and_loss(runs: list[Run], path: Path) -> Path:
         ax.set_title(f"{run.name}{shaded}")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def multiplier_curves(run: Run) -> tuple[list[int], dict[str, list[float]]]:
@@ -164,7 +165,7 @@ def _run_panels(panels: list[tuple[Run, Any]], path: Path, ylabel: str, draw: An
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2 if len(ax.get_lines()) > 6 else 1)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_multipliers(runs: list[Run], path: Path) -> Path | None:
@@ -214,7 +215,7 @@ def plot_layer_sweep(
     ax.set_title("Score per layer (layer sweep)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_frechet(distances: dict[str, float], scores: dict[str, float], path: Path, label: str) -> Path:
@@ -227,7 +228,7 @@ def plot_frechet(distances: dict[str, float], scores: dict[str, float], path: Pa
     ax.set_xlabel("Fréchet distance of the Fisher to the source's")
     ax.set_ylabel(label)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_figures(runs: list[Run], out_dir: Path) -> list[Path]:

@@ -58,9 +58,14 @@ class SeedData:
 
 
 def target_languages(cfg: ExperimentConfig, task: TaskSpec) -> list[str]:
-    """The configured targets, or every language of the task with test data (locally or on the hub)."""
+    """The configured targets, or every language of the task with test data (locally or on the hub).
+
+    An explicit empty list means the sources only (no target average, no gap: the bilingual model of
+    `xlgap trio`)."""
     sources = cfg.data.source_languages
     where = ""
+    if cfg.data.target_languages == []:
+        return []
     if cfg.data.target_languages is not None:
         targets = cfg.data.target_languages
     elif cfg.data_dir() and not cfg.data.hub:

@@ -1,0 +1,163 @@
+"""The interpolation analysis of Wu, Van Durme and Dredze (2022) and interpolation back to the pretrained
+weights, on the bundled encoder, over several seeds.
+
+1. For each language pair (default PAN-X en-de and en-ar): `xlgap trio configs/cpu/panx-trio.yaml`
+   (source-only, target-only and bilingual models from one initialisation per seed), then the 1D lines
+   (the paper's alphas) and a coarse 2D plane on both dev sets. The verdict is measured, not read off a
+   figure: along the line from the source-only model to the bilingual one (alpha in [0, 1]), the range of
+   the source language's normalised dev score (flat: small), and for the target language its rise and
+   the R^2 of a straight-line fit (linear: close to 1).
+2. `xlgap interpolate RUN --to pretrained` on the PAN-X and UD POS CPU recipes (seeds as given, the
+   models saved, test sets capped for time): target average and gap at the dev-chosen alpha against the
+   fine-tuned model (alpha = 1).
+
+Writes the `interpolation` section of docs/benchmarks.md and its figures into docs/figures/.
+Rerunning continues where an interrupted run stopped (finished runs and computed points are kept).
+
+    python bench/interpolation.py --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from statistics import fmean, stdev
+
+import numpy as np
+
+from benchdoc import update_section
+from xlgap.analysis.interpolate import paper_grid
+from xlgap.config import load_config
+from xlgap.interpolation import interpolate_to_pretrained, interpolate_trio, run_trio
+from xlgap.train.progress import RunProgress
+from xlgap.train.run import run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ROOT / "docs" / "figures"
+
+
+def line_verdict(summary: dict, mono: str = "src") -> dict[str, float]:
+    """On alpha in [0, 1] of the line from the `mono` model to the bilingual one: the range of the
+    monolingual model's own language's normalised score, and the other language's rise and linear R^2."""
+    own, other = (summary["source"], summary["target"]) if mono == "src" else (summary["target"], summary["source"])
+    inside = [i for i, p in enumerate(summary["lines"][mono][own]) if 0.0 <= p["alpha"] <= 1.0]
+    alphas = np.array([summary["lines"][mono][own][i]["alpha"] for i in inside])
+    own_curve = np.array([summary["lines"][mono][own][i]["mean"] for i in inside])
+    other_curve = np.array([summary["lines"][mono][other][i]["mean"] for i in inside])
+    slope, intercept = np.polyfit(alphas, other_curve, 1)
+    residual = other_curve - (slope * alphas + intercept)
+    r2 = 1 - float((residual**2).sum() / ((other_curve - other_curve.mean()) ** 2).sum())
+    return {
+        "own_range": float(own_curve.max() - own_curve.min()),
+        "other_start": float(other_curve[0]),
+        "other_rise": float(other_curve[-1] - other_curve[0]),
+        "other_r2": r2,
+    }
+
+
+def fmt(values: list[float]) -> str:
+    return f"{fmean(values):.1f} ± {stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--pairs", nargs="+", default=["en-de", "en-ar"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--plane-step", type=float, default=0.5, help="Step of the 2D grid over -0.5 .. 1.5.")
+    parser.add_argument("--max-test", type=int, default=300, help="Test sentences per language for --to pretrained.")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "interpolation")
+    args = parser.parse_args()
+    data_dir = str(args.data_dir.resolve())
+    common = [f"output_dir={args.out}", f"seeds={args.seeds}", f"data.dir={data_dir}"]
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    body = ["## Interpolation: zero-shot transfer as under-specified optimization (bundled encoder, CPU)", ""]
+
+    with RunProgress() as progress:
+        trio_rows = []
+        for pair in args.pairs:
+            source, target = pair.split("-")
+            folder = run_trio(ROOT / "configs" / "cpu" / "panx-trio.yaml", source, target, common, progress)
+            plane = paper_grid(-0.5, 1.5, args.plane_step, extra=())
+            summary = interpolate_trio(folder, paper_grid(), plane, progress=progress)
+            for name in ("lines", "plane", "geometry"):
+                shutil.copyfile(folder / "interpolation" / f"{name}.png", FIGURES / f"interpolation-panx-{pair}-{name}.png")
+            trio_rows.append((pair, summary, line_verdict(summary, "src"), line_verdict(summary, "tgt")))
+
+        pretrained_rows = []
+        for task in ("panx", "udpos"):
+            cfg = load_config(
+                ROOT / "configs" / "cpu" / f"{task}.yaml",
+                [*common, f"name={task}-df-saved", "save_model=true", f"data.max_test_examples={args.max_test}"],
+            )
+            progress.console.rule(f"{task}: fine-tune and save, seeds {args.seeds}")
+            run_experiment(cfg, resume=True, progress=progress)
+            summary = interpolate_to_pretrained(cfg.run_dir, progress=progress)
+            shutil.copyfile(cfg.run_dir / "interpolation-pretrained" / "gap.png", FIGURES / f"interpolation-pretrained-{task}.png")
+            pretrained_rows.append((task, cfg, summary))
+
+    first = trio_rows[0][1]
+    body += [
+        "`xlgap trio configs/cpu/panx-trio.yaml --source S --target T` then `xlgap interpolate` (PAN-X F1, 1,000",
+        "training sentences per language, 2 epochs; dev 200 sentences per language), seeds "
+        f"{first['seeds']}; alphas -0.5 .. 1.5 by 0.1 plus the paper's 12 points near 0 and 1; the plane by "
+        f"{args.plane_step}. Scores are normalised by the same seed's bilingual model.",
+        "",
+        "Along theta_src -> theta_bi (alpha in [0, 1]): the source's normalised dev F1 range (flat if small), the",
+        "target's normalised F1 at the source-only model, its rise to the bilingual model and the R^2 of a",
+        "straight line through it; the same for theta_tgt -> theta_bi with the roles swapped; and the deltas'",
+        "geometry (mean over seeds).",
+        "",
+        "| pair | src→bi: source range | src→bi: target start | target rise | target R² | tgt→bi: target range | source rise | source R² | ‖δ_src‖/‖δ_tgt‖ | angle (°) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for pair, summary, src, tgt in trio_rows:
+        geometry = list(summary["geometry"].values())
+        body.append(
+            f"| {pair} | {src['own_range']:.3f} | {src['other_start']:.3f} | {src['other_rise']:+.3f} | {src['other_r2']:.3f} | "
+            f"{tgt['own_range']:.3f} | {tgt['other_rise']:+.3f} | {tgt['other_r2']:.3f} | "
+            f"{fmean(g['norm_ratio'] for g in geometry):.2f} | {fmean(g['angle_degrees'] for g in geometry):.1f} |"
+        )
+    for pair, summary, _, _ in trio_rows:
+        raw = {lang: [p for p in summary["lines"]["src"][lang] if p["alpha"] in (0.0, 1.0)] for lang in (summary["source"], summary["target"])}
+        body.append(
+            f"\n{pair}: raw dev F1 of the source-only model / bilingual model (mean over seeds): "
+            + ", ".join(f"{lang} {pts[0]['raw']:.1f} / {pts[1]['raw']:.1f}" for lang, pts in raw.items())
+            + f". Figures: `docs/figures/interpolation-panx-{pair}-lines.png`, `-plane.png`, `-geometry.png`."
+        )
+    body += [
+        "",
+        "### Interpolating back towards the pretrained weights (`xlgap interpolate RUN --to pretrained`)",
+        "",
+        f"The CPU recipes (`configs/cpu/panx.yaml`, `configs/cpu/udpos.yaml`) with `save_model=true` and test sets capped at "
+        f"{args.max_test} sentences per language, seeds {args.seeds}; alpha over 0, 0.1, ..., 1 on the encoder (the head kept), "
+        "chosen on dev by the run's rule (`avg_dev`). Test, mean ± sample std over seeds, points:",
+        "",
+        "| task | chosen alphas | fine-tuned: source | target avg | gap | chosen: source | target avg | gap | target avg change (per seed) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task, _, summary in pretrained_rows:
+        seeds = [str(s) for s in summary["seeds"]]
+        tuned = {k: [summary["per_seed"][s]["test"]["1"][k] for s in seeds] for k in ("source", "target_avg", "gap")}
+        chosen = {
+            k: [summary["per_seed"][s]["test"][f"{summary['chosen_alpha'][s]:g}"][k] for s in seeds] for k in ("source", "target_avg", "gap")
+        }
+        alphas = ", ".join(f"{summary['chosen_alpha'][s]:g}" for s in seeds)
+        change = ", ".join(f"{c - t:+.1f}" for c, t in zip(chosen["target_avg"], tuned["target_avg"], strict=True))
+        body.append(
+            f"| {task} | {alphas} | {fmt(tuned['source'])} | {fmt(tuned['target_avg'])} | "
+            f"{fmt(tuned['gap'])} | {fmt(chosen['source'])} | {fmt(chosen['target_avg'])} | {fmt(chosen['gap'])} | {change} |"
+        )
+    body += ["", "Along alpha (test, mean over seeds):", ""]
+    for task, _, summary in pretrained_rows:
+        rows = summary["along_alpha"]["test"]
+        body.append(f"- {task}: " + "; ".join(f"α={r['alpha']:g}: target {r['target_avg']:.1f}, gap {r['gap']:.1f}" for r in rows))
+    body.append("\nFigures: `docs/figures/interpolation-pretrained-panx.png`, `docs/figures/interpolation-pretrained-udpos.png`.")
+    text = "\n".join(body)
+    print(text)
+    update_section("interpolation", text)
+
+
+if __name__ == "__main__":
+    main()
