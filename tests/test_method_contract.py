@@ -36,6 +36,9 @@ CASES = {
     "noisytune": {"name": "noisytune"},
     "l2": {"name": "l2", "strength": 0.1},
     "ewc": {"name": "ewc", "strength": 100.0, "fisher": "FISHER"},  # a Fisher of the tiny model, written below
+    "bitfit": {"name": "bitfit"},
+    "lora": {"name": "lora", "rank": 2, "alpha": 4},
+    "adapter": {"name": "adapter", "size": 4},
 }
 PARTNER = {"name": "fsf", **FSF_TINY}
 FSF_FAMILY = {"fsf", "fs", "ff"}

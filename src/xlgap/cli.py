@@ -426,19 +426,36 @@ def fisher_distance(
 def anatomy(
     model: str = typer.Argument("bundled:multilingual-e5-small", help="Hub id, local folder or bundled:<name>."),
     select: str = typer.Option(None, "--select", help="Show which parameters a selector names."),
+    method: list[str] = typer.Option(None, "--method", help="Apply a method first, e.g. lora, adapter, bitfit or '{name: lora, rank: 4}' (repeatable)."),
 ) -> None:
-    """Show how a model's parameters map to layers and components (and test a selector)."""
+    """Show how a model's parameters map to layers and components (and test a selector), after the
+    methods given with --method (parameter-efficient ones add modules and freeze the rest)."""
+    import yaml
     from transformers import AutoModel
 
+    from xlgap.methods import PrepareContext, build_methods
     from xlgap.models.anatomy import SelectorError, model_anatomy
     from xlgap.models.load import ModelNotFoundError, resolve_model
+    from xlgap.utils.errors import UserError
 
     _quiet_libraries()
     try:
-        loaded = model_anatomy(AutoModel.from_pretrained(resolve_model(model)))
+        encoder = AutoModel.from_pretrained(resolve_model(model))
     except (OSError, ValueError) as err:
         _fail(str(ModelNotFoundError(f"{model}: not a model folder, and not a model reachable on the hub ({str(err).splitlines()[0]})")))
+    if method:
+        specs = [yaml.safe_load(m) for m in method]
+        specs = [{"name": s} if isinstance(s, str) else s for s in specs]
+        try:
+            build_methods(specs).prepare(encoder, PrepareContext())
+        except UserError as err:
+            _fail(str(err))
+    loaded = model_anatomy(encoder)
     console.print(loaded.summary())
+    if method:
+        trainable = sum(p.numel() for p in encoder.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in encoder.parameters())
+        console.print(f"trainable after {', '.join(method)}: {trainable:,} of {total:,} values ({100 * trainable / total:.2f}%)")
     if select:
         try:
             names = loaded.select(select)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from xlgap.methods.base import Compose, Method, ParamGroup, PrepareContext, TrainingStats
+from xlgap.methods.efficient import Adapter, BitFit, LoRA
 from xlgap.methods.fsf import FineTuningFast, FineTuningSlow, FineTuningSlowFast
 from xlgap.methods.noisytune import NoisyTune
 from xlgap.methods.regularize import EWC, L2
@@ -23,10 +24,16 @@ METHODS: dict[str, Callable[..., Method]] = {
     "noisytune": NoisyTune,
     "l2": L2,
     "ewc": EWC,
+    "bitfit": BitFit,
+    "lora": LoRA,
+    "adapter": Adapter,
 }
 
 __all__ = [
     "METHODS",
+    "Adapter",
+    "BitFit",
+    "LoRA",
     "Compose",
     "EWC",
     "FineTuningFast",

@@ -1,0 +1,134 @@
+"""Parameter-efficient fine-tuning baselines (the L2/EWC regularization paper's Table 6): each trains a
+few parameters of its own plus the task head and freezes everything else.
+
+- `bitfit` (Ben Zaken, Goldberg and Ravfogel, "BitFit: Simple Parameter-efficient Fine-tuning for
+  Transformer-based Masked Language-models", ACL 2022): every bias term (LayerNorm biases included) and
+  the head; a selector, no new modules.
+- `lora` (Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models", ICLR 2022, Eq. 3:
+  h = W0 x + (alpha / r) B A x, B initialised to zero): through peft's `inject_adapter_in_model`, which
+  adds the low-rank layers in place, so the model stays the object the Trainer holds (peft's
+  `get_peft_model` would wrap it). Defaults as the LoRA paper's GLUE runs: rank 8, alpha 16 (scale 2),
+  dropout 0.1, on the attention query and value projections.
+- `adapter` (Houlsby et al., "Parameter-Efficient Transfer Learning for NLP", ICML 2019, Figure 2): a
+  bottleneck h + W_up f(W_down h) of size 64 (GELU, W_up initialised to zero, so the model starts as the
+  pretrained one) after the attention output projection and after the feed-forward output projection
+  of every layer, before the residual connection and LayerNorm; the LayerNorms are trained too, as in
+  the paper. Written here because the `adapters` library does not support transformers 5 and peft has
+  no bottleneck adapter: each adapter is a submodule beside the projection it follows (`.xlgap_adapter`)
+  applied by a forward hook, so no pretrained parameter is renamed.
+
+The anatomy gives the new parameters components of their own (`lora`, `adapter`), so `xlgap anatomy`
+counts them and selectors (`layers[-2:].adapter`) name them. A saved model keeps the new weights in
+its state dict; loading it back needs the same method applied first (`from_pretrained` alone drops
+them). Soft prompts (peft prompt tuning) need the model wrapped and the labels of token tasks shifted,
+which the in-place method contract cannot do; they are not offered.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from xlgap.methods.base import Method, PrepareContext
+from xlgap.models.anatomy import ADAPTER_ATTRIBUTE, model_anatomy
+
+HOULSBY_AFTER = ("attention.output.dense", "output.dense")
+
+
+def train_only(model: nn.Module, selector: str) -> None:
+    """requires_grad on the parameters `selector` names, on the task head (if the model has one) and on
+    every module a parameter-efficient method added; off on every other one."""
+    anatomy = model_anatomy(model)
+    keep = set(anatomy.select(selector)) | {n for n, p in anatomy.params.items() if p.component in ("head", "lora", "adapter")}
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in keep)
+
+
+class BitFit(Method):
+    """Train the bias terms and the task head only (BitFit)."""
+
+    name = "bitfit"
+
+    def prepare(self, model: nn.Module, context: PrepareContext) -> None:
+        """Freeze every parameter but the biases and the head."""
+        train_only(model, "bias")
+
+
+class LoRA(Method):
+    """Low-rank updates of the projections `target_modules` through peft; the head is trained too."""
+
+    name = "lora"
+
+    def __init__(self, rank: int = 8, alpha: float = 16, dropout: float = 0.1, target_modules: list[str] | None = None):
+        if rank < 1:
+            raise ValueError(f"lora rank: expected an integer >= 1, got {rank}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"lora dropout: expected a value in [0, 1), got {dropout}")
+        self.rank, self.alpha, self.dropout = rank, alpha, dropout
+        self.target_modules = list(target_modules or ["query", "value"])
+
+    def prepare(self, model: nn.Module, context: PrepareContext) -> None:
+        """Inject the LoRA layers (seeded: A is random), then train only them and the head."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        config = LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=self.target_modules)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(context.seed)
+            try:
+                inject_adapter_in_model(config, model)
+            except ValueError as err:
+                raise ValueError(f"target_modules {self.target_modules}: {err}") from None
+        train_only(model, "lora")
+
+
+class BottleneckAdapter(nn.Module):
+    """h + W_up GELU(W_down h), W_up zero-initialised (an identity map at the start)."""
+
+    def __init__(self, hidden: int, size: int):
+        super().__init__()
+        self.down = nn.Linear(hidden, size)
+        self.up = nn.Linear(size, hidden)
+        nn.init.normal_(self.down.weight, std=0.02)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden + self.up(nn.functional.gelu(self.down(hidden)))
+
+
+def _apply_adapter(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+    return module.xlgap_adapter_ref(output)
+
+
+class Adapter(Method):
+    """Houlsby bottleneck adapters of `size` after the modules `after` of every layer (BERT / XLM-R
+    names by default); trains them, the LayerNorms (`train_layernorm`) and the head."""
+
+    name = "adapter"
+
+    def __init__(self, size: int = 64, after: list[str] | None = None, train_layernorm: bool = True):
+        if size < 1:
+            raise ValueError(f"adapter size: expected an integer >= 1, got {size}")
+        self.size, self.after, self.train_layernorm = size, list(after or HOULSBY_AFTER), train_layernorm
+
+    def prepare(self, model: nn.Module, context: PrepareContext) -> None:
+        """Add one adapter after each matching projection (seeded), then freeze everything else."""
+        anatomy = model_anatomy(model)
+        pattern = re.compile(rf"\.\d+\.({'|'.join(map(re.escape, self.after))})$")
+        targets = [path for path, module in model.named_modules() if pattern.search(path) and isinstance(module, nn.Linear)]
+        if not targets:
+            raise ValueError(f"adapter after {self.after}: no such linear module in the layers of this {anatomy.architecture}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(context.seed)
+            for path in targets:
+                projection = model.get_submodule(path)
+                parent = model.get_submodule(path.rpartition(".")[0])
+                adapter = BottleneckAdapter(projection.out_features, self.size).to(projection.weight.device)
+                parent.add_module(ADAPTER_ATTRIBUTE, adapter)
+                object.__setattr__(projection, "xlgap_adapter_ref", adapter)  # not a second registration
+                projection.register_forward_hook(_apply_adapter)
+        train_only(model, "adapter" + (" + layernorm" if self.train_layernorm else ""))
