@@ -173,3 +173,20 @@ def test_fsf_composes_with_a_method_that_reads_references(tmp_path):
     trainer = tiny_trainer(tmp_path, method, examples=24, per_device_train_batch_size=8, max_steps=3)
     trainer.train()
     assert trainer.state.global_step == 3 and len(trainer.stats.penalties) == 3
+
+
+def test_a_method_registers_itself_with_its_decorator():
+    from xlgap.methods import Method, register_method
+
+    @register_method("contract_probe")
+    class Probe(Method):
+        def __init__(self, strength: float = 1.0):
+            self.strength = strength
+
+    try:
+        built = build_method({"name": "contract_probe", "strength": 2.0})
+        assert isinstance(built, Probe) and built.name == "contract_probe" and built.strength == 2.0
+        with pytest.raises(ValueError, match="'contract_probe' is registered twice"):
+            register_method("contract_probe")(type("Other", (Method,), {}))
+    finally:
+        METHODS.pop("contract_probe")

@@ -1,33 +1,28 @@
-"""Methods: plain PyTorch components that change how a model is fine-tuned, and their registry."""
+"""Methods: plain PyTorch components that change how a model is fine-tuned, and their registry.
+
+Each method registers itself with `@register_method("<name>")` next to its class; importing the modules
+below fills `METHODS`. A new method is one module with one decorated class, imported here."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
-from xlgap.methods.base import Compose, Method, ParamGroup, PrepareContext, TrainingStats
+from xlgap.methods.base import (
+    METHODS,
+    Compose,
+    Method,
+    ParamGroup,
+    PrepareContext,
+    TrainingStats,
+    register_method,
+)
 from xlgap.methods.efficient import Adapter, BitFit, LoRA
 from xlgap.methods.fsf import FineTuningFast, FineTuningSlow, FineTuningSlowFast
 from xlgap.methods.noisytune import NoisyTune
 from xlgap.methods.regularize import EWC, L2
 from xlgap.methods.surgery import Freeze, LrScale, Reinit
 from xlgap.utils.errors import UserError
-
-METHODS: dict[str, Callable[..., Method]] = {
-    "fsf": FineTuningSlowFast,
-    "fs": FineTuningSlow,
-    "ff": FineTuningFast,
-    "freeze": Freeze,
-    "reinit": Reinit,
-    "lr_scale": LrScale,
-    "noisytune": NoisyTune,
-    "l2": L2,
-    "ewc": EWC,
-    "bitfit": BitFit,
-    "lora": LoRA,
-    "adapter": Adapter,
-}
 
 __all__ = [
     "METHODS",
@@ -49,6 +44,7 @@ __all__ = [
     "Reinit",
     "TrainingStats",
     "build_method",
+    "register_method",
     "build_methods",
 ]
 

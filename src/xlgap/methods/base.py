@@ -159,6 +159,24 @@ class Method:
         """Restore the state returned by `state_dict`."""
 
 
+METHODS: dict[str, type[Method]] = {}
+"""Every registered method by its config name (filled by `register_method`)."""
+
+
+def register_method(name: str) -> Any:
+    """Class decorator: register a Method subclass under `name`, its config name (`methods: - name: ...`),
+    which also becomes its `name` attribute."""
+
+    def register(cls: type[Method]) -> type[Method]:
+        if name in METHODS and METHODS[name] is not cls:
+            raise ValueError(f"method name {name!r} is registered twice ({METHODS[name].__name__}, {cls.__name__})")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return register
+
+
 class Compose(Method):
     """Several methods applied together: group scales and multipliers multiply, penalties add."""
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xlgap.methods.base import Method, PrepareContext
+from xlgap.methods.base import Method, PrepareContext, register_method
 from xlgap.models.anatomy import ADAPTER_ATTRIBUTE, model_anatomy
 
 HOULSBY_AFTER = ("attention.output.dense", "output.dense")
@@ -47,20 +47,18 @@ def train_only(model: nn.Module, selector: str) -> None:
         param.requires_grad_(name in keep)
 
 
+@register_method("bitfit")
 class BitFit(Method):
     """Train the bias terms and the task head only (BitFit)."""
-
-    name = "bitfit"
 
     def prepare(self, model: nn.Module, context: PrepareContext) -> None:
         """Freeze every parameter but the biases and the head."""
         train_only(model, "bias")
 
 
+@register_method("lora")
 class LoRA(Method):
     """Low-rank updates of the projections `target_modules` through peft; the head is trained too."""
-
-    name = "lora"
 
     def __init__(self, rank: int = 8, alpha: float = 16, dropout: float = 0.1, target_modules: list[str] | None = None):
         if rank < 1:
@@ -104,11 +102,10 @@ def _apply_adapter(module: nn.Module, inputs: Any, output: torch.Tensor) -> torc
     return module.xlgap_adapter_ref(output)
 
 
+@register_method("adapter")
 class Adapter(Method):
     """Houlsby bottleneck adapters of `size` after the modules `after` of every layer (BERT / XLM-R
     names by default); trains them, the LayerNorms (`train_layernorm`) and the head."""
-
-    name = "adapter"
 
     def __init__(self, size: int = 64, after: list[str] | None = None, train_layernorm: bool = True):
         if size < 1:

@@ -64,7 +64,7 @@ from typing import Any
 
 from torch import nn
 
-from xlgap.methods.base import Method, ParamGroup, TrainingStats
+from xlgap.methods.base import Method, ParamGroup, TrainingStats, register_method
 from xlgap.models.anatomy import model_anatomy
 
 log = logging.getLogger(__name__)
@@ -270,6 +270,7 @@ def depth_scaled_sets(num_layers: int) -> dict[str, str]:
     }
 
 
+@register_method("fsf")
 class FineTuningSlowFast(Method):
     """FSF: slow down cross-lingual weights while the loss falls fast, speed up task weights later.
 
@@ -279,8 +280,6 @@ class FineTuningSlowFast(Method):
     switch it off (e.g. `{"IV": None}`, as the paper does for NER). Table 8's "S_II to S_I" ablation
     is `{"I": "S2", "II": "S1"}`.
     """
-
-    name = "fsf"
     default_policies: tuple[str, ...] = POLICIES
 
     def __init__(
@@ -446,15 +445,13 @@ class FineTuningSlowFast(Method):
         return [m for m in stats.cka if m["step"] < step]
 
 
+@register_method("fs")
 class FineTuningSlow(FineTuningSlowFast):
     """FS: Fine-tuning Slow alone, policies I and II (the stability half)."""
-
-    name = "fs"
     default_policies = ("I", "II")
 
 
+@register_method("ff")
 class FineTuningFast(FineTuningSlowFast):
     """FF: Fine-tuning Fast alone, policies III and IV (the plasticity half)."""
-
-    name = "ff"
     default_policies = ("III", "IV")

@@ -15,14 +15,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from xlgap.methods.base import Method, PrepareContext
+from xlgap.methods.base import Method, PrepareContext, register_method
 from xlgap.models.anatomy import model_anatomy
 
 
+@register_method("noisytune")
 class NoisyTune(Method):
     """Perturb the pretrained weights once before training (see the module docstring)."""
-
-    name = "noisytune"
 
     def __init__(self, noise: float = 0.15, select: str = "all - head", matrices_only: bool = True):
         if noise < 0:

@@ -18,17 +18,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from xlgap.methods.base import Method, PrepareContext
+from xlgap.methods.base import Method, PrepareContext, register_method
 from xlgap.methods.fisher_file import Fisher
 from xlgap.models.anatomy import model_anatomy
 
 L2_MODES = ("penalty", "decoupled")
 
 
+@register_method("l2")
 class L2(Method):
     """Keep the selected weights near their pretrained values (see the module docstring)."""
-
-    name = "l2"
 
     def __init__(self, strength: float = 0.01, select: str = "all - head", mode: str = "penalty"):
         if strength < 0:
@@ -68,14 +67,13 @@ class L2(Method):
                 param.sub_(lr_of(name) * self.strength * (param - anchor))
 
 
+@register_method("ewc")
 class EWC(Method):
     """Elastic weight consolidation towards the pretrained weights (same paper, Eq. 2): strength / 2 *
     sum_i F_i (theta_i - theta*_i)^2 with F the diagonal Fisher of a target language's masked-LM loss
     (`xlgap fisher`). Several Fisher files add several penalties (the paper's Appendix F, e.g. fr and
     en); a Fisher of a mixed corpus is one file. The paper trains one model per target language, each
     with that language's Fisher: `configs/sweeps/` pairs each target with its Fisher."""
-
-    name = "ewc"
 
     def __init__(self, fisher: str | list[str], strength: float = 1.0):
         if strength < 0:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from xlgap.methods.base import Method, ParamGroup, PrepareContext
+from xlgap.methods.base import Method, ParamGroup, PrepareContext, register_method
 from xlgap.models.anatomy import model_anatomy
 
 
+@register_method("freeze")
 class Freeze(Method):
     """Keep the parameters named by `select` (a selector, e.g. `word_embeddings`) at their pretrained values."""
-
-    name = "freeze"
 
     def __init__(self, select: str):
         self.select = select
@@ -32,12 +31,11 @@ class Freeze(Method):
                 param.requires_grad_(False)
 
 
+@register_method("reinit")
 class Reinit(Method):
     """Re-initialise the parameters named by `select` before training, with the model's own initialiser
     (`PreTrainedModel._init_weights`: normal(0, initializer_range) matrices, zero biases, unit
     LayerNorms), seeded by the run's seed; the other parameters are untouched."""
-
-    name = "reinit"
 
     def __init__(self, select: str):
         self.select = select
@@ -68,10 +66,9 @@ class Reinit(Method):
             torch.random.set_rng_state(generator_state)
 
 
+@register_method("lr_scale")
 class LrScale(Method):
     """Multiply the learning rate of the parameters named by `select` by a constant `scale`."""
-
-    name = "lr_scale"
 
     def __init__(self, select: str, scale: float = 10.0):
         if scale <= 0:
