@@ -10,12 +10,10 @@ added to the loss, and `post_step` after the optimizer step.
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import torch
-from trainer_fsf_l2 import encode_tagged, read_tagged
+from trainer_fsf_l2 import encode_tagged, example_arguments, read_tagged
 from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification
 
 from xlgap.methods import L2, Compose, FineTuningSlowFast, PrepareContext, TrainingStats
@@ -23,13 +21,8 @@ from xlgap.methods.base import ReferenceWeights, group_multiplier, optimizer_gro
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--train", type=Path, required=True)
-    parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=200)
+    parser = example_arguments(__doc__.splitlines()[0])
     parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--window", type=int, default=10)
     args = parser.parse_args()
     torch.manual_seed(1)
 

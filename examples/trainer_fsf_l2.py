@@ -53,14 +53,19 @@ def encode_tagged(tokenizer, sentences: list[tuple[list[str], list[str]]], label
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--train", type=Path, required=True)
+def example_arguments(description: str) -> argparse.ArgumentParser:
+    """The command-line options both examples take."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", required=True, help="a Hugging Face model id or folder")
+    parser.add_argument("--train", type=Path, required=True, help="a token<TAB>tag file")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--window", type=int, default=10, help="FSF's loss window (the paper: 100 updates)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = example_arguments(__doc__.splitlines()[0]).parse_args()
 
     sentences = read_tagged(args.train)
     labels = sorted({t for _, tags in sentences for t in tags})

@@ -393,6 +393,7 @@ def fisher_distance(
     from xlgap.results import load_run
     from xlgap.utils.errors import UserError
     from xlgap.utils.files import write_json_atomic, write_text_atomic
+    from xlgap.utils.markdown import markdown_table
 
     try:
         loaded: dict[str, Fisher] = {}
@@ -403,7 +404,7 @@ def fisher_distance(
                 raise FisherError(f"{path}: a second Fisher of {lang!r}")
             loaded[lang] = fisher_
         rows = frechet_rows(loaded, reference)
-        lines = [f"| language | Fréchet distance to {reference} |", "|---|---|", *(f"| {lang} | {d:.6g} |" for lang, d in rows)]
+        lines = markdown_table(["language", f"Fréchet distance to {reference}"], [(lang, f"{d:.6g}") for lang, d in rows]).split("\n")
         result: dict = {"reference": reference, "distances": dict(rows)}
         if run_dir is not None:
             summary = load_run(run_dir).summary()

@@ -50,6 +50,7 @@ from xlgap.train.data import ExperimentData
 from xlgap.train.progress import RunProgress
 from xlgap.train.run import run_experiment
 from xlgap.utils.files import read_json, replace_dir, write_json_atomic, write_text_atomic
+from xlgap.utils.markdown import markdown_table
 
 TRIO_FILE = "trio.json"
 ROLES = ("src", "tgt", "bi")
@@ -270,16 +271,18 @@ def trio_markdown(summary: dict[str, Any]) -> str:
         f"Normalised by {summary['normalised_by']}; ± is the 95% confidence interval's half-width over seeds.",
         "alpha = 0 is the monolingual model, alpha = 1 the bilingual one.",
         "",
-        f"| alpha | src-only → bi: {source} | src-only → bi: {target} | tgt-only → bi: {source} | tgt-only → bi: {target} |",
-        "|---|---|---|---|---|",
     ]
     src, tgt = summary["lines"]["src"], summary["lines"]["tgt"]
-    for i, point in enumerate(src[source]):
-        cells = [_cell(src[source][i]), _cell(src[target][i]), _cell(tgt[source][i]), _cell(tgt[target][i])]
-        lines.append(f"| {point['alpha']:g} | " + " | ".join(cells) + " |")
-    lines += ["", "| seed | ‖δ_src‖ | ‖δ_tgt‖ | ratio | angle (°) |", "|---|---|---|---|---|"]
-    for seed, g in summary["geometry"].items():
-        lines.append(f"| {seed} | {g['norm_first']:.3f} | {g['norm_second']:.3f} | {g['norm_ratio']:.3f} | {g['angle_degrees']:.1f} |")
+    header = ["alpha", f"src-only → bi: {source}", f"src-only → bi: {target}", f"tgt-only → bi: {source}", f"tgt-only → bi: {target}"]
+    rows = [
+        [f"{point['alpha']:g}", _cell(src[source][i]), _cell(src[target][i]), _cell(tgt[source][i]), _cell(tgt[target][i])]
+        for i, point in enumerate(src[source])
+    ]
+    geometry = [
+        [seed, f"{g['norm_first']:.3f}", f"{g['norm_second']:.3f}", f"{g['norm_ratio']:.3f}", f"{g['angle_degrees']:.1f}"]
+        for seed, g in summary["geometry"].items()
+    ]
+    lines += [markdown_table(header, rows), "", markdown_table(["seed", "‖δ_src‖", "‖δ_tgt‖", "ratio", "angle (°)"], geometry)]
     return "\n".join(lines) + "\n"
 
 
@@ -408,11 +411,13 @@ def pretrained_markdown(summary: dict[str, Any]) -> str:
         "",
     ]
     for split, rows in summary["along_alpha"].items():
-        lines += [f"## {split}", "", "| alpha | source | target avg | gap |", "|---|---|---|---|"]
-        lines += [f"| {r['alpha']:g} | {fmt(r['source'])} | {fmt(r['target_avg'])} | {fmt(r['gap'])} |" for r in rows]
         chosen, tuned = summary["chosen"][split], summary["fine_tuned"][split]
+        cells = [[f"{r['alpha']:g}", fmt(r["source"]), fmt(r["target_avg"]), fmt(r["gap"])] for r in rows]
+        cells.append(["**chosen**", fmt(chosen["source"]), fmt(chosen["target_avg"]), fmt(chosen["gap"])])
         lines += [
-            f"| **chosen** | {fmt(chosen['source'])} | {fmt(chosen['target_avg'])} | {fmt(chosen['gap'])} |",
+            f"## {split}",
+            "",
+            markdown_table(["alpha", "source", "target avg", "gap"], cells),
             "",
             f"Chosen − fine-tuned ({split}): source {_diff(chosen['source'], tuned['source'])}, target avg "
             f"{_diff(chosen['target_avg'], tuned['target_avg'])}, gap {_diff(chosen['gap'], tuned['gap'])}.",

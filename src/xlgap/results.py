@@ -21,6 +21,7 @@ import yaml
 
 from xlgap.utils.errors import UserError
 from xlgap.utils.files import FileFormatError, read_json, write_json_atomic, write_text_atomic
+from xlgap.utils.markdown import markdown_table
 
 AGGREGATES = ("source", "target_avg", "avg", "gap")
 log = logging.getLogger(__name__)
@@ -144,10 +145,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         for metric, block in summary[split]["metrics"].items():
             langs = list(block["scores"])
             header = [*langs, "target avg", "gap"]
-            lines += [f"## {split}: {metric}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             cells = [format_mean_std(block["scores"][lang]) for lang in langs]
             cells += [format_mean_std(block.get("target_avg")), format_mean_std(block.get("gap"))]
-            lines += ["| " + " | ".join(cells) + " |", "", target_note(block), ""]
+            lines += [f"## {split}: {metric}", "", markdown_table(header, [cells]), "", target_note(block), ""]
     return "\n".join(lines)
 
 

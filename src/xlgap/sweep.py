@@ -33,6 +33,7 @@ from xlgap.config import ConfigError, load_config
 from xlgap.results import Run, format_mean_std, load_run, seed_dirs
 from xlgap.utils.errors import UserError
 from xlgap.utils.files import write_text_atomic
+from xlgap.utils.markdown import markdown_table
 
 SWEEP_FILE = "sweep.yaml"
 _LAYER = re.compile(r"^layers\[(-?\d+)\](\.\w+)?$")
@@ -238,11 +239,8 @@ def _lookup(config: dict[str, Any], key: str) -> Any:
 def table_markdown(rows: list[dict[str, Any]], keys: list[str]) -> str:
     """The sweep table in Markdown: one row per point."""
     header = [*keys, "source", "target avg", "gap", "seeds"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [str(row[k]) for k in keys] + [format_mean_std(row[k]) for k in ("source", "target_avg", "gap")]
-        lines.append("| " + " | ".join([*cells, str(row["seeds"])]) + " |")
-    return "\n".join(lines) + "\n"
+    cells = [[*(row[k] for k in keys), *(format_mean_std(row[k]) for k in ("source", "target_avg", "gap")), row["seeds"]] for row in rows]
+    return markdown_table(header, cells) + "\n"
 
 
 def table_csv(rows: list[dict[str, Any]], keys: list[str]) -> str:

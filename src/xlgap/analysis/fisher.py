@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForMaskedLM
 
+from xlgap.kinds.base import IGNORE_INDEX
 from xlgap.methods.fisher_file import Fisher, FisherError
 from xlgap.models.anatomy import model_anatomy
 
@@ -57,7 +58,7 @@ def mask_tokens(input_ids: torch.Tensor, special: torch.Tensor, mask_id: int, ge
         raise FisherError("an example has no token to mask")
     count = max(1, round(MASK_SHARE * len(candidates)))
     chosen = candidates[torch.randperm(len(candidates), generator=generator)[:count]]
-    labels = torch.full_like(input_ids, -100)
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
     labels[chosen] = input_ids[chosen]
     masked = input_ids.clone()
     masked[chosen] = mask_id
@@ -137,7 +138,7 @@ def diagonal_fisher(
             if estimator == "sampled":
                 with torch.no_grad():
                     logits = model(input_ids=ids[None]).logits[0]
-                where = labels != -100
+                where = labels != IGNORE_INDEX
                 sampled = torch.multinomial(logits[where].softmax(-1), 1, generator=generator).squeeze(-1)
                 labels = labels.clone()
                 labels[where] = sampled

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from xlgap.results import Run, format_mean_std
 from xlgap.utils.errors import UserError
+from xlgap.utils.markdown import markdown_table
 
 
 class TableError(UserError, ValueError):
@@ -107,9 +108,8 @@ def print_table(console: Console, table: Comparison) -> None:
 def to_markdown(table: Comparison) -> str:
     """The table in Markdown."""
     header = ["method", *table.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join([name, *(format_mean_std(c) for c in cells)]) + " |" for name, cells in table.rows]
-    return "\n".join(lines) + "\n\n" + table.target_note() + "\n"
+    body = markdown_table(header, [[name, *(format_mean_std(c) for c in cells)] for name, cells in table.rows])
+    return body + "\n\n" + table.target_note() + "\n"
 
 
 def to_csv(table: Comparison) -> str:
