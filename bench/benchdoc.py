@@ -8,28 +8,18 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
 import torch
 
+from xlgap.utils.git import source_commit
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
-def _commit() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=DOC.parent, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "src"], capture_output=True, text=True, cwd=DOC.parent).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+uncommitted" if dirty.strip() else "")
-
-
-STARTED_AT_COMMIT = _commit()  # the code that ran, even if the tree changes during a long benchmark
+STARTED_AT_COMMIT = source_commit(DOC.parents[1] / "src") or "unknown"  # the code that ran, even if the tree changes during a long benchmark
 
 
 def provenance() -> str:

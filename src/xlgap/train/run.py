@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -41,6 +41,7 @@ from xlgap.train.progress import RunProgress
 from xlgap.train.trainer import XlgapTrainer, latest_checkpoint
 from xlgap.utils.errors import UserError
 from xlgap.utils.files import read_json, replace_dir, write_json_atomic, write_text_atomic
+from xlgap.utils.git import source_commit
 from xlgap.utils.hardware import device_description, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,19 @@ def training_arguments(cfg: ExperimentConfig, seed: int, output_dir: Path, preci
     )
 
 
+@dataclass
+class TrainedSeed:
+    """A seed after training: its trainer (holding the selected weights), probe log and timings."""
+
+    trainer: XlgapTrainer
+    probe: ProbeLog | None
+    best_step: int
+    first_step: int
+    train_seconds: float
+    precision: str
+    why: str
+
+
 def train_seed(
     cfg: ExperimentConfig,
     seed: int,
@@ -105,19 +119,42 @@ def train_seed(
     """Train and evaluate one seed; write `results.json` (and the other seed files) and return the results."""
     seed_dir = cfg.run_dir / f"seed-{seed}"
     seed_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = latest_checkpoint(seed_dir / "checkpoints") if resume else None
+    trained = train_and_select(cfg, seed, data, task, model_path, tokenizer, resume, progress)
+    results = results_header(cfg, seed, data, task, trained)
+    started = time.perf_counter()
+    final_evaluation(cfg, seed_dir, data, task, trained, results, progress)
+    results["wall_seconds"] = wall_time_split(trained.train_seconds, trained.trainer.timing, time.perf_counter() - started)
+    write_seed_files(cfg, seed_dir, trained.trainer, results)
+    return results
+
+
+def train_and_select(
+    cfg: ExperimentConfig,
+    seed: int,
+    data: SeedData,
+    task: TaskSpec,
+    model_path: str,
+    tokenizer: Any,
+    resume: bool,
+    progress: RunProgress | None,
+) -> TrainedSeed:
+    """Train one seed (from its latest checkpoint when resuming) and restore the weights its selection
+    rule picked."""
+    checkpoint = latest_checkpoint(cfg.run_dir / f"seed-{seed}" / "checkpoints") if resume else None
     first_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
     precision, why = resolve_precision(cfg.train.precision)
     trainer, probe = build_trainer(cfg, seed, data, task, model_path, tokenizer, first_step, precision, progress)
-
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - started
-    best_step = trainer.state.global_step
-    if cfg.eval.selection != "last":
-        best_step = trainer.restore_best()
+    best_step = trainer.state.global_step if cfg.eval.selection == "last" else trainer.restore_best()
+    return TrainedSeed(trainer, probe, best_step, first_step, train_seconds, precision, why)
 
-    results: dict[str, Any] = {
+
+def results_header(cfg: ExperimentConfig, seed: int, data: SeedData, task: TaskSpec, trained: TrainedSeed) -> dict[str, Any]:
+    """The part of results.json that says what ran: config, data, training, methods, versions, hardware."""
+    trainer = trained.trainer
+    return {
         "name": cfg.name,
         "seed": seed,
         "task": task.name,
@@ -128,32 +165,45 @@ def train_seed(
         "selection": cfg.eval.selection,
         "sources": data.sources,
         "targets": data.targets,
-        "best_step": best_step,
+        "best_step": trained.best_step,
         "steps": trainer.state.global_step,
         "train_loss": fmean(trainer.stats.losses),
-        "train_seconds": train_seconds,
-        "train_steps_timed": trainer.state.global_step - first_step,
+        "train_seconds": trained.train_seconds,
+        "train_steps_timed": trainer.state.global_step - trained.first_step,
         "methods_report": trainer.method_report(),
         "schedule": {"warmup_steps": trainer.stats.warmup_steps, "total_steps": trainer.stats.total_steps},
         "data": data.provenance,
         **({"few_shot": data.few_shot} if data.few_shot else {}),
         "versions": {
             "xlgap": xlgap.__version__,
-            "commit": source_commit(),
+            "commit": source_commit(Path(xlgap.__file__).resolve().parent),
             "transformers": transformers.__version__,
             "torch": torch.__version__,
         },
-        "precision": {"requested": cfg.train.precision, "used": precision, "why": why},
+        "precision": {"requested": cfg.train.precision, "used": trained.precision, "why": trained.why},
         "device": str(trainer.args.device),
         "hardware": device_description(trainer.args.device),
     }
-    probed = {r["step"]: r for r in read_records(probe.path)} if probe else {}
-    started = time.perf_counter()
+
+
+def final_evaluation(
+    cfg: ExperimentConfig,
+    seed_dir: Path,
+    data: SeedData,
+    task: TaskSpec,
+    trained: TrainedSeed,
+    results: dict[str, Any],
+    progress: RunProgress | None,
+) -> None:
+    """Score the selected model on the dev and test sets into `results` (the dev scores of a probed
+    step are reused: the probe scored exactly these sets), writing test predictions when asked."""
+    trainer = trained.trainer
+    probed = {r["step"]: r for r in read_records(trained.probe.path)} if trained.probe else {}
     for split, sets in (("dev", data.dev), ("test", data.test)):
         if not sets:
             continue
-        if split == "dev" and data.probe is data.dev and best_step in probed:
-            evaluated = scores_of_record(probed[best_step])  # the selected model was probed on exactly these sets
+        if split == "dev" and data.probe is data.dev and trained.best_step in probed:
+            evaluated = scores_of_record(probed[trained.best_step])
         else:
             on_language = (lambda lang, s, split=split: progress.status(f"{split} {lang} ({len(s)} sequences)")) if progress else None
             evaluation = evaluate_sets(trainer.model, sets, cfg.train.eval_batch_size, trainer.eval_dtype, on_language)
@@ -161,8 +211,11 @@ def train_seed(
             if split == "test" and cfg.train.save_predictions:
                 results["predictions"] = write_predictions(seed_dir, sets, evaluation.predictions)
         results[split] = split_results(evaluated, task, results["sources"], results["targets"], sets)
-    results["wall_seconds"] = wall_time_split(train_seconds, trainer.timing, time.perf_counter() - started)
 
+
+def write_seed_files(cfg: ExperimentConfig, seed_dir: Path, trainer: XlgapTrainer, results: dict[str, Any]) -> None:
+    """The seed's files: `model/` (with save_model), `losses.json`, `cka.json`, and `results.json` last
+    (its presence marks the seed done); the checkpoints are removed."""
     if cfg.save_model:
         tmp = seed_dir / ".model.tmp"
         trainer.save_model(str(tmp))
@@ -172,7 +225,6 @@ def train_seed(
         write_json_atomic(seed_dir / "cka.json", trainer.stats.cka)
     write_json_atomic(seed_dir / "results.json", results)
     shutil.rmtree(seed_dir / "checkpoints", ignore_errors=True)
-    return results
 
 
 def build_trainer(
@@ -300,19 +352,6 @@ def write_predictions(seed_dir: Path, sets: dict[str, EncodedSplit], predictions
             entry["gold"] = str(gold.relative_to(seed_dir))
         written[lang] = entry
     return written
-
-
-def source_commit() -> str | None:
-    """The git commit of the xlgap source tree (with "+dirty" for uncommitted changes), when it is a checkout."""
-    source = Path(xlgap.__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "."], cwd=source, capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+dirty" if dirty.strip() else "")
 
 
 def prepare_run_folder(cfg: ExperimentConfig, resume: bool, overwrite: bool) -> None:

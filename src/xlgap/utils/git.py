@@ -1,0 +1,17 @@
+"""The git commit of a source tree, for provenance in results and benchmarks."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+def source_commit(path: Path) -> str | None:
+    """The short commit of the checkout holding `path`, with "+dirty" when files under `path` have
+    uncommitted changes; None outside a git checkout (an installed package)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=path, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "."], cwd=path, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty.strip() else "")
