@@ -83,8 +83,11 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--pairs", nargs="+", default=["en-de", "en-ar"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--plane-step", type=float, default=0.5, help="Step of the 2D grid over -0.5 .. 1.5.")
-    parser.add_argument("--max-test", type=int, default=300, help="Test sentences per language for --to pretrained.")
+    parser.add_argument("--plane-step", type=float, default=1.0, help="Step of the 2D grid over -0.5 .. 1.5.")
+    parser.add_argument("--train", type=int, default=2000, help="English training sentences of the --to pretrained runs.")
+    parser.add_argument("--max-dev", type=int, default=100, help="Dev sentences per language of the --to pretrained runs.")
+    parser.add_argument("--max-test", type=int, default=200, help="Test sentences per language of the --to pretrained runs.")
+    parser.add_argument("--pretrained-step", type=float, default=0.2, help="Step of alpha from the pretrained weights.")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "interpolation")
     args = parser.parse_args()
     data_dir = str(args.data_dir.resolve())
@@ -107,11 +110,19 @@ def main() -> None:
         for task in ("panx", "udpos"):
             cfg = load_config(
                 ROOT / "configs" / "cpu" / f"{task}.yaml",
-                [*common, f"name={task}-df-saved", "save_model=true", f"data.max_test_examples={args.max_test}"],
+                [
+                    *common,
+                    f"name={task}-df-saved",
+                    "save_model=true",
+                    f"data.max_train_examples={args.train}",
+                    f"data.max_dev_examples={args.max_dev}",
+                    f"data.max_test_examples={args.max_test}",
+                ],
             )
             progress.console.rule(f"{task}: fine-tune and save, seeds {args.seeds}")
             run_experiment(cfg, resume=True, progress=progress)
-            summary = interpolate_to_pretrained(cfg.run_dir, progress=progress)
+            alphas = paper_grid(0.0, 1.0, args.pretrained_step, extra=())
+            summary = interpolate_to_pretrained(cfg.run_dir, alphas, progress=progress)
             shutil.copyfile(cfg.run_dir / "interpolation-pretrained" / "gap.png", FIGURES / f"interpolation-pretrained-{task}.png")
             pretrained_rows.append((task, cfg, summary))
 
@@ -150,9 +161,10 @@ def main() -> None:
         "",
         "### Interpolating back towards the pretrained weights (`xlgap interpolate RUN --to pretrained`)",
         "",
-        f"The CPU recipes (`configs/cpu/panx.yaml`, `configs/cpu/udpos.yaml`) with `save_model=true` and test sets capped at "
-        f"{args.max_test} sentences per language, seeds {args.seeds}; alpha over 0, 0.1, ..., 1 on the encoder (the head kept), "
-        "chosen on dev by the run's rule (`avg_dev`). Test, mean ± sample std over seeds, points:",
+        f"The CPU recipes (`configs/cpu/panx.yaml`, `configs/cpu/udpos.yaml`) with `save_model=true`, {args.train} English training "
+        f"sentences, dev and test sets capped at {args.max_dev} and {args.max_test} sentences per language (for time), seeds "
+        f"{args.seeds}; alpha from 0 to 1 by {args.pretrained_step} on the encoder (the head kept), chosen on dev by the run's "
+        "rule (`avg_dev`). Test, mean ± sample std over seeds, points:",
         "",
         "| task | chosen alphas | fine-tuned: source | target avg | gap | chosen: source | target avg | gap | target avg change (per seed) |",
         "|---|---|---|---|---|---|---|---|---|",
