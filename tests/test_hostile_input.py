@@ -83,7 +83,7 @@ CONFIG_CASES = [
     ({"data.few_shot": -2}, [], ["data.few_shot: expected a positive integer or null"]),
     ({"data.files": {"trian.en": "x.tsv"}}, [], ["data.files['trian.en']: keys must read '<split>.<lang>'"]),
     ({"name": "a/b"}, [], ["name: expected a folder name without '/'"]),
-    ({"methods": [{"name": "fsff"}]}, [], ["methods.0.name: unknown method 'fsff'", "expected one of fsf"]),
+    ({"methods": [{"name": "fsff"}]}, [], ["methods.0.name: unknown method 'fsff' (did you mean 'fsf'?)", "expected one of adapter, bitfit"]),
     ({"methods": [{"name": "fsf", "c3": 1}]}, [], ["methods.0.c3: not an option of method 'fsf'"]),
     ({"methods": [{"name": "fsf", "c1": 2}]}, [], ["methods.0 (fsf): fsf c1: expected a slow-down factor in [0, 1]"]),
     ({"methods": [{"name": "fsf", "phase": "once"}]}, [], ["fsf phase: expected one of latched, per_update"]),

@@ -5,6 +5,7 @@ below fills `METHODS`. A new method is one module with one decorated class, impo
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from typing import Any
 
@@ -58,7 +59,9 @@ def build_method(spec: dict[str, Any], where: str = "methods") -> Method:
     spec = dict(spec)
     name = spec.pop("name", None)
     if name not in METHODS:
-        raise MethodError(f"{where}.name: unknown method {name!r}; expected one of {', '.join(METHODS)}")
+        close = difflib.get_close_matches(str(name), METHODS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise MethodError(f"{where}.name: unknown method {name!r}{hint}; expected one of {', '.join(sorted(METHODS))}")
     factory = METHODS[name]
     allowed = set(inspect.signature(factory).parameters)
     for key in spec:
