@@ -171,7 +171,7 @@ def test_trio_then_interpolate_writes_lines_plane_geometry_and_figures(tiny_conf
         results = json.loads((folder / role / "seed-1" / "results.json").read_text())
         assert results["sources"] == sources and (folder / role / "seed-1" / "model" / "config.json").exists()
     assert json.loads((folder / "bi" / "seed-1" / "results.json").read_text())["targets"] == []
-    result = runner.invoke(app, ["interpolate", str(folder), "--alphas", "0,0.5,1", "--plane", "0,1"])
+    result = runner.invoke(app, ["interpolate", str(folder), "--alphas", "0.5", "--plane", "0.5"])  # the anchors are added
     assert result.exit_code == 0, result.output
     summary = json.loads((folder / "interpolation" / "summary.json").read_text())
     assert summary["seeds"] == [1, 2]
@@ -183,7 +183,8 @@ def test_trio_then_interpolate_writes_lines_plane_geometry_and_figures(tiny_conf
     at_mono = json.loads((folder / "interpolation" / "seed-1" / "line-src.json").read_text())["0"]["de"]["accuracy"]
     src_dev = json.loads((folder / "src" / "seed-1" / "results.json").read_text())["dev"]["scores"]["de"]
     assert at_mono == pytest.approx(src_dev)
-    assert summary["plane"]["axis"] == [0.0, 1.0] and summary["plane"]["en"][0][0] == 1.0
+    assert [p["alpha"] for p in summary["lines"]["tgt"]["en"]] == [0.0, 0.5, 1.0]
+    assert summary["plane"]["axis"] == [0.0, 0.5, 1.0] and summary["plane"]["en"][0][0] == 1.0
     assert set(summary["geometry"]) == {"1", "2"} and 0 < summary["geometry"]["1"]["angle_degrees"] < 180
     for figure in ("lines.png", "plane.png", "geometry.png"):
         assert (folder / "interpolation" / figure).stat().st_size > 1000

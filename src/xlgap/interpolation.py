@@ -173,8 +173,10 @@ def interpolate_trio(
     seeds = sorted(set.intersection(*(set(saved_seeds(folder / role, bi.cfg.seeds)) for role in ROLES)))
     if not seeds:
         raise InterpolationError(f"{folder}: no seed has all three models saved (run xlgap trio first)")
-    alphas = list(paper_grid() if alphas is None else alphas)
-    plane = list(paper_grid(extra=()) if plane is None else plane)
+    # the anchors are always points: alpha 0 and 1 (the two models of a line), a = 0 and 1 (the three
+    # models of the plane; (0, 0), the bilingual model, normalises it)
+    alphas = sorted({*(paper_grid() if alphas is None else alphas), 0.0, 1.0})
+    plane = sorted({*(paper_grid(extra=()) if plane is None else plane), 0.0, 1.0}) if plane != [] else []
     kind, out = kind_of(bi.data.task), folder / "interpolation"
     grids: dict[int, dict[str, Any]] = {}
     geometry: dict[int, dict[str, float]] = {}
