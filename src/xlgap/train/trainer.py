@@ -359,20 +359,23 @@ class XlgapTrainer(Trainer):
         return self.best.step
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        """Save the statistics, the method state and the best weights first, then the Trainer's checkpoint."""
+        """Save the best weights and the method's tensors, then the Trainer's checkpoint, and last the
+        statistics and method state (`STATE_FILE`): its presence marks a complete checkpoint, so a
+        process killed while the Trainer writes its files (not atomically) leaves one that is skipped."""
         started = time.perf_counter()
+        folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         if self.args.should_save:
-            folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             folder.mkdir(parents=True, exist_ok=True)
             best = self.best.save(folder) if self.best is not None else None
             method_state = save_state_tensors(self.method.state_dict(), folder / TENSORS_FILE)
-            state = {"stats": self.stats.state_dict(), "method": method_state, "best": best}
-            write_json_atomic(folder / STATE_FILE, state)
         self._checkpointing = True
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self._checkpointing = False
+        if self.args.should_save:
+            state = {"stats": self.stats.state_dict(), "method": method_state, "best": best}
+            write_json_atomic(folder / STATE_FILE, state)
         self.timing["checkpoints"] += time.perf_counter() - started
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
