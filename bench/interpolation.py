@@ -108,26 +108,6 @@ def main() -> None:
                 shutil.copyfile(folder / "interpolation" / f"{name}.png", FIGURES / f"interpolation-panx-{pair}-{name}.png")
             trio_rows.append((pair, summary, line_verdict(summary, "src"), line_verdict(summary, "tgt")))
 
-        pretrained_rows = []
-        for task in ("panx", "udpos"):
-            cfg = load_config(
-                ROOT / "configs" / "cpu" / f"{task}.yaml",
-                [
-                    *common,
-                    f"name={task}-df-saved",
-                    "save_model=true",
-                    f"data.max_train_examples={args.train}",
-                    f"data.max_dev_examples={args.max_dev}",
-                    f"data.max_test_examples={args.max_test}",
-                ],
-            )
-            progress.console.rule(f"{task}: fine-tune and save, seeds {args.seeds}")
-            run_experiment(cfg, resume=True, progress=progress)
-            alphas = paper_grid(0.0, 1.0, args.pretrained_step, extra=())
-            summary = interpolate_to_pretrained(cfg.run_dir, alphas, progress=progress)
-            shutil.copyfile(cfg.run_dir / "interpolation-pretrained" / "gap.png", FIGURES / f"interpolation-pretrained-{task}.png")
-            pretrained_rows.append((task, cfg, summary))
-
     first = trio_rows[0][1]
     body += [
         "`xlgap trio configs/cpu/panx-trio.yaml --source S --target T` then `xlgap interpolate` (PAN-X F1, 1,000",
@@ -161,10 +141,32 @@ def main() -> None:
             + f". Figures: `docs/figures/interpolation-panx-{pair}-lines.png`, `-geometry.png`"
             + (", `-plane.png`." if "plane" in summary else ".")
         )
+    update_section("interpolation", "\n".join(body))
+
+    with RunProgress() as progress:
+        pretrained_rows = []
+        for task in ("panx", "udpos"):
+            cfg = load_config(
+                ROOT / "configs" / "cpu" / f"{task}.yaml",
+                [
+                    *common,
+                    f"name={task}-df-saved",
+                    "save_model=true",
+                    f"data.max_train_examples={args.train}",
+                    f"data.max_dev_examples={args.max_dev}",
+                    f"data.max_test_examples={args.max_test}",
+                ],
+            )
+            progress.console.rule(f"{task}: fine-tune and save, seeds {args.seeds}")
+            run_experiment(cfg, resume=True, progress=progress)
+            alphas = paper_grid(0.0, 1.0, args.pretrained_step, extra=())
+            summary = interpolate_to_pretrained(cfg.run_dir, alphas, progress=progress)
+            shutil.copyfile(cfg.run_dir / "interpolation-pretrained" / "gap.png", FIGURES / f"interpolation-pretrained-{task}.png")
+            pretrained_rows.append((task, cfg, summary))
+
+
+    body = ["## Interpolating back towards the pretrained weights (`xlgap interpolate RUN --to pretrained`, bundled encoder, CPU)", ""]
     body += [
-        "",
-        "### Interpolating back towards the pretrained weights (`xlgap interpolate RUN --to pretrained`)",
-        "",
         f"The CPU recipes (`configs/cpu/panx.yaml`, `configs/cpu/udpos.yaml`) with `save_model=true`, {args.train} English training "
         f"sentences, dev and test sets capped at {args.max_dev} and {args.max_test} sentences per language (for time), seeds "
         f"{args.seeds}; alpha from 0 to 1 by {args.pretrained_step} on the encoder (the head kept), chosen on dev by the run's "
@@ -204,7 +206,7 @@ def main() -> None:
     body.append("\nFigures: `docs/figures/interpolation-pretrained-panx.png`, `docs/figures/interpolation-pretrained-udpos.png`.")
     text = "\n".join(body)
     print(text)
-    update_section("interpolation", text)
+    update_section("interpolation-pretrained", text)
 
 
 if __name__ == "__main__":
