@@ -94,12 +94,12 @@ def run_trio(config: Path, source: str, target: str, overrides: Sequence[str] = 
     """Train (or finish) the three runs of a trio; returns the trio folder."""
     configs = trio_configs(config, source, target, overrides)
     folder = configs["bi"].run_dir.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / TRIO_FILE, {"source": source, "target": target, "config": str(config), "overrides": list(overrides), "runs": list(ROLES)})
-    for role in ROLES:
+    for role in ROLES:  # each run validates its config and data before it writes anything
         if progress is not None:
             progress.console.rule(f"trio {source}-{target}: {role}")
         run_experiment(configs[role], resume=True, progress=progress)
+    # written once all three runs exist: a trio folder with trio.json is complete
+    write_json_atomic(folder / TRIO_FILE, {"source": source, "target": target, "config": str(config), "overrides": list(overrides), "runs": list(ROLES)})
     return folder
 
 
