@@ -123,6 +123,14 @@ def test_existing_folder_needs_resume_or_overwrite_and_same_config(tiny_setup, t
         run_experiment(changed, resume=True)
     run_experiment(changed, overwrite=True)
     assert load_run(tmp_path / "tiny").results[0]["steps"] == 6
+    # a run written before a config key existed (here train.multi_source) resumes: the key is its default
+    import yaml
+
+    saved = tmp_path / "tiny" / "config.yaml"
+    raw = yaml.safe_load(saved.read_text())
+    del raw["train"]["multi_source"]
+    saved.write_text(yaml.safe_dump(raw))
+    run_experiment(changed, resume=True)
 
 
 def test_a_language_without_dev_set_is_tested_but_not_probed(tiny_setup, tmp_path):

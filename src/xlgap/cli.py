@@ -111,6 +111,63 @@ def report(
 
 
 @app.command()
+def compare(
+    runs: list[Path] = typer.Argument(..., help="Run folders to compare (any runs: single- or multi-source, one or several tasks)."),
+    control: str = typer.Option(None, "--control", help="The control: a method label or run name (default: the first run's label)."),
+    split: str = typer.Option("test", "--split", help="test or dev."),
+    metric: str = typer.Option(None, "--metric", help="Metric (default: each task's selection metric)."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level."),
+    slf: list[Path] = typer.Option(None, "--slf", help="Single-source runs, one per source language, for R_T of the multi-source runs."),
+    label: list[str] = typer.Option(None, "--label", help="RUN=NAME: the method name of a run (default: its methods and combiner)."),
+    out: Path = typer.Option(Path("reports/compare"), "--out", help="Folder for compare.md, compare.tex and cd.png."),
+) -> None:
+    """Paired t-tests per language across seeds (Holm-corrected), seed-bootstrap intervals of the target
+    average and the gap, the Friedman test with the Bonferroni-Dunn post-hoc and its critical-difference
+    diagram over (setting, target language) blocks, and R_T of multi-source runs against SLF runs."""
+    from xlgap.report.compare import (
+        CompareError,
+        compare_runs,
+        plot_critical_difference,
+        report_latex,
+        report_markdown,
+        run_scores,
+    )
+    from xlgap.results import load_run
+    from xlgap.utils.errors import UserError
+    from xlgap.utils.files import write_text_atomic
+
+    if not 0 < alpha < 1:
+        _fail(f"--alpha {alpha}: expected a level between 0 and 1")
+    try:
+        names: dict[str, str] = {}
+        for item in label or []:
+            run_name, sep, name = item.partition("=")
+            if not sep or not run_name or not name:
+                raise CompareError(f"--label {item!r}: expected RUN=NAME")
+            names[run_name.rstrip("/")] = name
+        loaded = [load_run(path) for path in runs]
+        unknown = sorted(set(names) - {str(path).rstrip("/") for path in runs} - {run.name for run in loaded})
+        if unknown:
+            raise CompareError(f"--label names runs that are not compared: {', '.join(unknown)}")
+        scores = [
+            run_scores(run, split, metric, names.get(str(path).rstrip("/")) or names.get(run.name))
+            for path, run in zip(runs, loaded, strict=True)
+        ]
+        singles = [run_scores(load_run(path), split, metric) for path in slf or []]
+        result = compare_runs(scores, control, alpha, singles, split)
+    except UserError as err:
+        _fail(str(err))
+    text = report_markdown(result)
+    console.print(text, markup=False, highlight=False)
+    write_text_atomic(out / "compare.md", text)
+    write_text_atomic(out / "compare.tex", report_latex(result))
+    written = [out / "compare.md", out / "compare.tex"]
+    if result.friedman is not None:
+        written.append(plot_critical_difference(result.friedman, out / "cd.png"))
+    console.print("written: " + ", ".join(map(str, written)))
+
+
+@app.command()
 def export(
     runs: list[Path] = typer.Argument(..., help="Run folders (runs/<name>) to export."),
     output: Path = typer.Option(..., "-o", "--output", help="FILE.csv or FILE.parquet."),

@@ -88,6 +88,21 @@ class QAConfig:
 
 
 @dataclass
+class MultiSourceConfig:
+    """Multi-source training (Mao et al., NeurIPS 2022): one gradient per source language and update,
+    combined by a gradient combiner."""
+
+    combiner: str | None = None
+    """`uniform`, `lf-mlf`, `pcgrad`, `gradvac` or `mgda`; None trains on the sources' examples mixed
+    into one training set (one gradient per update)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The combiner's options, e.g. `{on_failure: stop}` for lf-mlf, `{beta: 0.01}` for gradvac."""
+    batch_size: int | None = None
+    """Examples of each language in a micro-batch of one process; default `train.batch_size` (each
+    language's gradient is then estimated from a batch of the single-source recipe's size)."""
+
+
+@dataclass
 class TrainConfig:
     """Optimisation, following transformers.TrainingArguments names where they exist."""
 
@@ -116,6 +131,7 @@ class TrainConfig:
     report_to: list[str] = field(default_factory=list)
     """Experiment trackers the Trainer reports to: tensorboard, wandb, mlflow (none by default); probes log
     `eval/<lang>/<metric>`, `eval/gap`, `eval/target_avg`, `eval/p1` and `lr_multiplier/<group>`."""
+    multi_source: MultiSourceConfig = field(default_factory=MultiSourceConfig)
     save_predictions: bool = False
     """Write each language's test predictions in XTREME's submission layout
     (`seed-<s>/predictions/<task>/test-<lang>.{tsv,json}`), scorable with `xlgap score`."""
@@ -369,6 +385,19 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("train.epochs: expected a positive number when train.max_steps is not set")
     if not 0 <= cfg.train.warmup_ratio < 1:
         raise ConfigError(f"train.warmup_ratio: expected a value in [0, 1), got {cfg.train.warmup_ratio}")
+    multi = cfg.train.multi_source
+    if multi.combiner is not None:
+        if len(cfg.data.source_languages) < 2:
+            raise ConfigError(
+                f"train.multi_source.combiner: {multi.combiner} combines the gradients of several source "
+                f"languages; data.source_languages has {cfg.data.source_languages}"
+            )
+        if cfg.data.few_shot is not None:
+            raise ConfigError("train.multi_source.combiner: multi-source training does not combine with data.few_shot")
+        if multi.batch_size is not None and multi.batch_size <= 0:
+            raise ConfigError(f"train.multi_source.batch_size: expected a positive integer or null, got {multi.batch_size}")
+    elif multi.options or multi.batch_size is not None:
+        raise ConfigError("train.multi_source: options and batch_size need a combiner (train.multi_source.combiner)")
     for i, spec in enumerate(cfg.methods):
         if not isinstance(spec, dict) or "name" not in spec:
             raise ConfigError(f"methods.{i}: expected a mapping with a 'name' key, got {spec!r}")

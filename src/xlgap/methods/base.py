@@ -58,16 +58,28 @@ class TrainingStats:
     """Updates of the learning-rate warm-up (set by the trainer from its schedule)."""
     total_steps: int | None = None
     """Updates of the whole run (set by the trainer), None when unknown."""
+    language_losses: list[list[float]] = field(default_factory=list)
+    """Multi-source runs: every completed update's loss of each source language (then `losses` is their mean)."""
+    combiner_weights: list[list[float]] = field(default_factory=list)
+    """Multi-source runs: every completed update's combiner weight of each source language (mean over layers)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The statistics as plain lists (saved in checkpoints)."""
-        return {"losses": list(self.losses), "cka": [dict(m) for m in self.cka], "penalties": [dict(p) for p in self.penalties]}
+        return {
+            "losses": list(self.losses),
+            "cka": [dict(m) for m in self.cka],
+            "penalties": [dict(p) for p in self.penalties],
+            "language_losses": [list(x) for x in self.language_losses],
+            "combiner_weights": [list(x) for x in self.combiner_weights],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore statistics saved by `state_dict` (the schedule fields come from the trainer)."""
         self.losses = [float(x) for x in state["losses"]]
         self.cka = [{"step": int(m["step"]), "layers": [float(v) for v in m["layers"]]} for m in state.get("cka", [])]
         self.penalties = [{k: float(v) for k, v in p.items()} for p in state.get("penalties", [])]
+        self.language_losses = [[float(v) for v in x] for x in state.get("language_losses", [])]
+        self.combiner_weights = [[float(v) for v in x] for x in state.get("combiner_weights", [])]
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ TRAINABLE_FILE = "trainable.safetensors"
 FROZEN_FILE = "frozen.safetensors"
 BEST_FILE = "best.safetensors"
 TENSORS_FILE = "xlgap_tensors.safetensors"
+COMBINER_TENSORS_FILE = "xlgap_combiner.safetensors"
+"""The gradient combiner's tensors (LF-MLF's accumulated direction, GradVac's targets) of a multi-source run."""
 _TENSOR_MARK = "__tensor__"
 
 

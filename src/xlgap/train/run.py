@@ -3,7 +3,8 @@
 `<run>/config.yaml` is the resolved config; each seed gets `seed-<s>/` with `metrics.jsonl` (probes),
 `checkpoints/` while it trains (removed when the seed is done), `losses.json` (the training loss of
 every update, what FSF's phase detector saw), `cka.json` (each layer's CKA to the pretrained model,
-when a method measured it), `results.json`, `predictions/<task>/test-<lang>.<ext>` with
+when a method measured it), `sources.json` (multi-source runs: each language's loss and combiner weight
+at every update), `results.json`, `predictions/<task>/test-<lang>.<ext>` with
 `train.save_predictions`, and `model/` when `save_model` is set; `summary.json` / `summary.md` cover
 the finished seeds. Everything is loaded and checked (task, methods, model, every data split) before
 the run folder is created. A run interrupted at any point resumes with `resume=True`: finished seeds
@@ -26,7 +27,8 @@ import yaml
 from transformers import PrinterCallback, ProgressCallback, TrainingArguments, set_seed
 
 import xlgap
-from xlgap.config import ExperimentConfig, dump_config
+from xlgap.combiners import build_combiner
+from xlgap.config import ExperimentConfig, config_from_dict, dump_config
 from xlgap.data.tasks import TaskSpec, get_task
 from xlgap.kinds import EncodedSplit, evaluate_sets, kind_of, language_scores
 from xlgap.kinds.evaluate import fixed_batch
@@ -36,6 +38,7 @@ from xlgap.models.load import load_tokenizer, resolve_model
 from xlgap.results import read_records, write_summary
 from xlgap.train.checkpoints import CheckpointClock
 from xlgap.train.data import ExperimentData, SeedData
+from xlgap.train.multi_source import MultiSource
 from xlgap.train.probes import ProbeLog
 from xlgap.train.progress import RunProgress
 from xlgap.train.trainer import XlgapTrainer, latest_checkpoint
@@ -223,6 +226,12 @@ def write_seed_files(cfg: ExperimentConfig, seed_dir: Path, trainer: XlgapTraine
     write_json_atomic(seed_dir / "losses.json", trainer.stats.losses)
     if trainer.stats.cka:
         write_json_atomic(seed_dir / "cka.json", trainer.stats.cka)
+    if trainer.multi_source is not None:
+        languages = trainer.multi_source.languages
+        write_json_atomic(
+            seed_dir / "sources.json",
+            {"languages": languages, "losses": trainer.stats.language_losses, "weights": trainer.stats.combiner_weights},
+        )
     write_json_atomic(seed_dir / "results.json", results)
     shutil.rmtree(seed_dir / "checkpoints", ignore_errors=True)
 
@@ -275,12 +284,26 @@ def build_trainer(
             texts={lang: [kind.text_of(ex) for ex in split.examples] for lang, split in data.dev.items()},
         ),
         callbacks=[CheckpointClock(cfg.train.checkpoint_every, cfg.train.checkpoint_minutes), *trackers(cfg, seed_dir)],
+        multi_source=multi_source_of(cfg, data),
     )
     for callback in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(callback)
     if progress is not None:
         trainer.add_callback(progress.callback(f"seed {seed}"))
     return trainer, probe
+
+
+def multi_source_of(cfg: ExperimentConfig, data: SeedData) -> MultiSource | None:
+    """The multi-source set-up of a seed (its combiner fresh), or None for one mixed training set."""
+    multi = cfg.train.multi_source
+    if multi.combiner is None:
+        return None
+    return MultiSource(
+        languages=list(data.train),
+        sizes=[len(split) for split in data.train.values()],
+        batch_per_language=multi.batch_size or cfg.train.batch_size,
+        combiner=build_combiner(multi.combiner, multi.options),
+    )
 
 
 def trackers(cfg: ExperimentConfig, seed_dir: Path) -> list[Any]:
@@ -365,7 +388,9 @@ def prepare_run_folder(cfg: ExperimentConfig, resume: bool, overwrite: bool) -> 
             raise RunFolderError(
                 f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start over"
             )
-        old = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        # Read back through the config loader, so that a key added to xlgap since the run was written
+        # compares as its default instead of as a change.
+        old = config_from_dict(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}, str(saved)).to_dict()
         new = cfg.to_dict()
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if changed:
@@ -396,6 +421,8 @@ def run_experiment(
     task = get_task(cfg.data.task)
     kind_of(task)
     build_methods(cfg.methods)
+    if cfg.train.multi_source.combiner is not None:
+        build_combiner(cfg.train.multi_source.combiner, cfg.train.multi_source.options)
     model_path = resolve_model(cfg.model.name, cfg.model.cache_dir)
     tokenizer = load_tokenizer(model_path)
     data = ExperimentData(cfg, task, tokenizer)

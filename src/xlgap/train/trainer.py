@@ -21,6 +21,10 @@ It keeps the Trainer's conventions (TrainingArguments, checkpoints, `resume_from
   selection without a checkpoint per probe (use it instead of `load_best_model_at_end`);
 - `timing` accumulates the seconds spent in probes and in checkpoints;
 - length-grouped batches are drawn from (seed, epoch) alone, so a resumed epoch sees the same batches;
+- with a `MultiSource` (train/multi_source.py), every update takes one sub-batch per source language,
+  one gradient per language, and the combination its gradient combiner chooses (Uniform, LF-MLF, PCGrad,
+  GradVac, MGDA) in place of the one backward pass; the methods' lr groups and penalties still apply (the
+  penalty's gradient is added to the combined one);
 - an `eval_dataset` that is a dict of per-language `EncodedSplit`s (xlgap's encoded evaluation sets,
   of any task kind) is scored by `xlgap.kinds.evaluate_sets` (one inference pass, the kind's own
   metrics) instead of the Trainer's prediction loop; with a `ProbeLog`, each periodic evaluation
@@ -56,6 +60,7 @@ from xlgap.methods.base import (
     optimizer_groups,
 )
 from xlgap.train.checkpoints import (
+    COMBINER_TENSORS_FILE,
     FROZEN_FILE,
     TENSORS_FILE,
     TRAINABLE_FILE,
@@ -66,6 +71,7 @@ from xlgap.train.checkpoints import (
     save_state_tensors,
     save_training_weights,
 )
+from xlgap.train.multi_source import LanguageBatchSampler, MultiSource, trim_padding
 from xlgap.train.probes import ProbeLog
 from xlgap.train.sampler import EpochSeededLengthGroupedSampler
 from xlgap.train.schedule import with_multipliers
@@ -97,6 +103,7 @@ class XlgapTrainer(Trainer):
         compact_checkpoints: bool = False,
         cka_inputs: dict[str, torch.Tensor] | None = None,
         context: PrepareContext | None = None,
+        multi_source: MultiSource | None = None,
         **trainer_kwargs: Any,
     ):
         if model is None:
@@ -105,6 +112,7 @@ class XlgapTrainer(Trainer):
         self.probe = probe
         self.compact_checkpoints = compact_checkpoints
         self.cka_inputs = cka_inputs
+        self.multi_source = multi_source
         self.best: BestWeights | None = None
         self.timing = {"probes": 0.0, "checkpoints": 0.0}
         self._checkpointing = False
@@ -219,6 +227,96 @@ class XlgapTrainer(Trainer):
         batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
         return EpochSeededLengthGroupedSampler(batch, list(lengths), seed)
 
+    def get_train_dataloader(self) -> Any:
+        """The Trainer's loader, or for multi-source training one whose batches hold B examples of every
+        language (B = per-language batch x processes), not sharded: each process takes its rows."""
+        if self.multi_source is None:
+            return super().get_train_dataloader()
+        ms = self.multi_source
+        dataset = self.train_dataset
+        if len(dataset) != sum(ms.sizes):
+            raise ValueError(f"the training set has {len(dataset)} rows, the languages {ms.sizes} (sum {sum(ms.sizes)})")
+        column = self.args.length_column_name
+        lengths = dataset[column] if column in dataset.column_names else [len(ids) for ids in dataset["input_ids"]]
+        bounds = [sum(ms.sizes[:t]) for t in range(len(ms.sizes) + 1)]
+        sampler = LanguageBatchSampler(
+            [list(lengths[bounds[t] : bounds[t + 1]]) for t in range(len(ms.sizes))],
+            ms.batch_per_language * self.args.world_size,
+            self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            self.args.train_sampling_strategy == "group_by_length",
+        )
+        return _EpochDataLoader(
+            self._remove_unused_columns(dataset, description="training"),
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
+        """The Trainer's prefetch of an update's micro-batches; multi-source runs also count each
+        language's labelled items in them (every process sees the global batches)."""
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.multi_source is not None:
+            self.multi_source.count_items(batches, self.args.world_size)
+        return batches, num_items
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        """The Trainer's step, or the multi-source step (`_multi_source_step`)."""
+        if self.multi_source is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        return self._multi_source_step(model, inputs)
+
+    def _multi_source_step(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """One micro-batch of a multi-source update: a forward pass and a gradient per language into the
+        buffer; at the update's last micro-batch the combination is written into `.grad`, the penalty's
+        gradient added, and the per-language losses recorded (see train/multi_source.py)."""
+        ms = self.multi_source
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        unwrapped = self.accelerator.unwrap_model(model)
+        rank, world = self.args.process_index, self.args.world_size
+        subs = [trim_padding({k: v[ms.rows(t, rank, world)] for k, v in inputs.items()}) for t in range(len(ms.languages))]
+        if ms.losses is None:
+            ms.start_update(unwrapped)
+            self._measure_cka(model, subs[0])
+        share = torch.zeros((), device=self.args.device)
+        for t, sub in enumerate(subs):
+            labels = sub.pop("labels")
+            with self.compute_loss_context_manager():
+                outputs = unwrapped(**sub)
+                loss = self.compute_loss_func(outputs, labels, num_items_in_batch=max(ms.items[t], 1.0))
+            ms.add_language(t, loss)
+            share = share + loss.detach() / len(ms.languages)
+        if self.accelerator.sync_gradients:
+            self._finish_multi_source_update(unwrapped)
+        return share * world  # the Trainer averages the logged loss over processes
+
+    def _finish_multi_source_update(self, model: nn.Module) -> None:
+        ms = self.multi_source
+        losses = ms.reduce_update(self._sum_over_processes)
+        if not torch.isfinite(losses).all():
+            raise NonFiniteLossError(
+                f"the training loss of the source languages {ms.languages} is {losses.tolist()} at update "
+                f"{self.state.global_step + 1} (epoch {self.state.epoch or 0:.2f}); the update was not applied "
+                "and the last checkpoint is intact. Lower the learning rate, check the data, or use fp32."
+            )
+        weights = ms.combine_update(len(self.stats.losses), self.args.seed)
+        terms = method_penalties(self.method, model)
+        if terms:
+            penalty = torch.stack(list(terms.values())).sum()
+            if not torch.isfinite(penalty):
+                raise NonFiniteLossError(f"the methods' penalty is {float(penalty)} at update {self.state.global_step + 1}")
+            penalty.backward()
+            self._update_penalties = {name: float(t.detach()) for name, t in terms.items()}
+        self._update_loss = losses.mean().to(self.args.device)
+        self.stats.language_losses.append([float(x) for x in losses])
+        self.stats.combiner_weights.append([float(x) for x in (weights if weights.dim() == 1 else weights.mean(0))])
+
+    def _sum_over_processes(self, tensor: torch.Tensor) -> None:
+        if self.args.world_size > 1:
+            torch.distributed.all_reduce(tensor)
+
     # ---- loss ----
 
     def _loss_is_scaled(self, num_items_in_batch: Any) -> bool:
@@ -283,7 +381,9 @@ class XlgapTrainer(Trainer):
         """Append the finished update's loss (mean over processes) to the statistics."""
         if self._update_loss is None:
             return
-        loss = self.accelerator.reduce(self._update_loss.reshape(1), reduction="mean")
+        # a multi-source update's loss is already summed over processes
+        reduction = "none" if self.multi_source is not None else "mean"
+        loss = self.accelerator.reduce(self._update_loss.reshape(1), reduction=reduction)
         self.stats.losses.append(float(loss.item()))
         self._update_loss = None
         if self._update_penalties is not None:
@@ -348,7 +448,26 @@ class XlgapTrainer(Trainer):
             if ks:
                 budget = sum(k * s for k, s in zip(ks, schedule, strict=True)) / (sum(schedule) or 1.0)
                 groups[group] = {"mean_k": sum(ks) / len(ks), "lr_budget_share": budget}
-        return {**self.method.report(self.stats), "groups": groups}
+        report = {**self.method.report(self.stats), "groups": groups}
+        if self.multi_source is not None:
+            report["multi_source"] = self.multi_source_report()
+        return report
+
+    def multi_source_report(self) -> dict[str, Any]:
+        """What the combiner did: its own report, each language's mean weight and mean loss, and the
+        floats held for gradients."""
+        ms = self.multi_source
+        weights, losses = self.stats.combiner_weights, self.stats.language_losses
+        mean = lambda rows, t: sum(r[t] for r in rows) / len(rows) if rows else None  # noqa: E731
+        return {
+            "combiner": ms.combiner.name,
+            "languages": ms.languages,
+            "batch_per_language": ms.batch_per_language,
+            "mean_weight": {lang: mean(weights, t) for t, lang in enumerate(ms.languages)},
+            "mean_loss": {lang: mean(losses, t) for t, lang in enumerate(ms.languages)},
+            "gradient_floats": ms.gradient_floats(),
+            **ms.combiner.report(),
+        }
 
     def restore_best(self) -> int | None:
         """Put the trainable weights of the best probe back into the model; returns its step (None
@@ -368,13 +487,18 @@ class XlgapTrainer(Trainer):
             folder.mkdir(parents=True, exist_ok=True)
             best = self.best.save(folder) if self.best is not None else None
             method_state = save_state_tensors(self.method.state_dict(), folder / TENSORS_FILE)
+            combiner_state = (
+                save_state_tensors(self.multi_source.combiner.state_dict(), folder / COMBINER_TENSORS_FILE)
+                if self.multi_source is not None
+                else None
+            )
         self._checkpointing = True
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self._checkpointing = False
         if self.args.should_save:
-            state = {"stats": self.stats.state_dict(), "method": method_state, "best": best}
+            state = {"stats": self.stats.state_dict(), "method": method_state, "best": best, "combiner": combiner_state}
             write_json_atomic(folder / STATE_FILE, state)
         self.timing["checkpoints"] += time.perf_counter() - started
 
@@ -408,6 +532,10 @@ class XlgapTrainer(Trainer):
         self.method.load_state_dict(load_state_tensors(state["method"], Path(checkpoint) / TENSORS_FILE))
         if state.get("best"):
             self.best = BestWeights.load(Path(checkpoint), state["best"])
+        if self.multi_source is not None:
+            if state.get("combiner") is None:
+                raise CheckpointError(f"{checkpoint} was written by a run without multi-source training; resume it without")
+            self.multi_source.combiner.load_state_dict(load_state_tensors(state["combiner"], Path(checkpoint) / COMBINER_TENSORS_FILE))
 
 
 class _UpdateBoundary(TrainerCallback):
@@ -424,6 +552,13 @@ class _UpdateBoundary(TrainerCallback):
             control.should_evaluate = True
             control.should_save = args.save_strategy == IntervalStrategy.STEPS or control.should_save
         return control
+
+
+class _EpochDataLoader(torch.utils.data.DataLoader):
+    """A DataLoader whose `set_epoch` reaches its batch sampler (the Trainer calls it every epoch)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
 
 
 def method_penalties(method: Method, model: nn.Module) -> dict[str, torch.Tensor]:
