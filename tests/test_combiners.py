@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from torchjd.aggregation import GradVacWeighting
 
 from xlgap.combiners import (
+    COMBINERS,
     LFMLF,
     MGDA,
     CombinerError,
@@ -212,3 +214,38 @@ def test_build_combiner_errors_name_the_key():
         build_combiner("gradvac", {"momentum": 1})
     with pytest.raises(CombinerError, match="on_failure must be one of mgda, stop"):
         build_combiner("lf-mlf", {"on_failure": "ignore"})
+
+
+@pytest.mark.parametrize("name", sorted(COMBINERS))
+def test_every_combiner_resumes_exactly_from_its_state(name):
+    """The contract of every registered combiner: weights of the right shape whose state round-trips, so a
+    combiner restored after update k gives the same weights at k + 1 as the uninterrupted one."""
+    generator = torch.Generator().manual_seed(11)
+    updates = [torch.randn(3, 8, generator=generator, dtype=F64) for _ in range(4)]
+
+    def feed(combiner, gradients, first_step):
+        out = []
+        for step, g in enumerate(gradients, start=first_step):
+            grads = UpdateGradients(torch.stack([g[:, :4] @ g[:, :4].T, g[:, 4:] @ g[:, 4:].T]), step, 3, lambda v, g=g: g @ v.to(F64))
+            w = combiner.weights(grads)
+            assert w.shape in ((3,), (2, 3)) and torch.isfinite(w).all()
+            direction = (w if w.dim() == 1 else w.mean(0)).float() @ g.float()
+            combiner.applied(direction)
+            out.append(w)
+        return out
+
+    whole = feed(build_combiner(name), updates, 0)
+    first = build_combiner(name)
+    feed(first, updates[:2], 0)
+    import tempfile
+    from pathlib import Path
+
+    from xlgap.train.checkpoints import load_state_tensors, save_state_tensors
+
+    with tempfile.TemporaryDirectory() as folder:
+        saved = save_state_tensors(first.state_dict(), Path(folder) / "t.safetensors")
+        restored = build_combiner(name)
+        restored.load_state_dict(load_state_tensors(json.loads(json.dumps(saved)), Path(folder) / "t.safetensors"))
+    rest = feed(restored, updates[2:], 2)
+    for a, b in zip(whole[2:], rest, strict=True):
+        assert torch.equal(a, b)

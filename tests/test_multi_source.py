@@ -181,6 +181,14 @@ def test_lf_mlf_with_fsf_and_l2_runs_end_to_end(tiny_multi, tmp_path):
     assert losses == pytest.approx([sum(x) / 2 for x in sources["losses"]])
     records = [json.loads(line) for line in (seed_dir / "metrics.jsonl").read_text().splitlines()]
     assert all("penalties" in r and r["penalties"] for r in records)  # the L2 penalty was applied and logged
+    summary = (tmp_path / "multi" / "summary.md").read_text()
+    assert "- multi-source: lf-mlf, one gradient per source; mean weight en " in summary and "failed QP solves over all seeds: 0" in summary
+    from xlgap.report.plots import moving_average, write_figures
+    from xlgap.results import load_run
+
+    written = write_figures([load_run(tmp_path / "multi")], tmp_path / "figures")
+    assert tmp_path / "figures" / "sources.png" in written
+    assert moving_average([1.0, 3.0, 5.0, 7.0], 2).tolist() == [1.0, 2.0, 4.0, 6.0]
 
 
 def test_an_interrupted_lf_mlf_run_resumes_to_the_same_result(tiny_multi, tmp_path, monkeypatch):

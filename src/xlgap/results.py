@@ -89,7 +89,17 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     reports = [r.get("methods_report") or {} for r in results]
     numbers = sorted({k for rep in reports for k, v in rep.items() if isinstance(v, int | float) and not isinstance(v, bool)})
     summary["methods_report"] = {k: mean_std([rep[k] for rep in reports if rep.get(k) is not None]) for k in numbers}
-    summary["methods_settings"] = {k: v for k, v in reports[0].items() if isinstance(v, str | dict) and k != "groups"}
+    summary["methods_settings"] = {
+        k: v for k, v in reports[0].items() if isinstance(v, str | dict) and k not in ("groups", "multi_source")
+    }
+    multi = [rep["multi_source"] for rep in reports if rep.get("multi_source")]
+    if multi:
+        summary["multi_source"] = {
+            "combiner": multi[0]["combiner"],
+            "languages": multi[0]["languages"],
+            "mean_weight": {lang: mean_std([m["mean_weight"][lang] for m in multi]) for lang in multi[0]["languages"]},
+            "failed_solves": sum(m.get("failed_solves", 0) for m in multi),
+        }
     groups = sorted({g for rep in reports for g in rep.get("groups", {})})
     summary["groups"] = {
         g: {key: mean_std([rep["groups"][g][key] for rep in reports if g in rep.get("groups", {})]) for key in ("mean_k", "lr_budget_share")}
@@ -131,6 +141,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for key, value in summary.get("methods_settings", {}).items():
         lines.append(f"- {key}: {value}")
+    if "multi_source" in summary:
+        multi = summary["multi_source"]
+        weights = ", ".join(f"{lang} {format_mean_std(cell, 3)}" for lang, cell in multi["mean_weight"].items())
+        failed = f"; failed QP solves over all seeds: {multi['failed_solves']}" if multi["combiner"] == "lf-mlf" else ""
+        lines.append(f"- multi-source: {multi['combiner']}, one gradient per source; mean weight {weights}{failed}")
     for key, cell in summary.get("methods_report", {}).items():
         lines.append(f"- {key}: {format_mean_std(cell, 3)}")
     for group, cells in summary.get("groups", {}).items():
@@ -161,6 +176,8 @@ class Run:
     records: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     losses: dict[int, list[float]] = field(default_factory=dict)
     cka: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    sources: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Multi-source runs: each seed's `sources.json` (per-update losses and weights of every source)."""
 
     @property
     def name(self) -> str:
@@ -193,6 +210,8 @@ def load_run(run_dir: Path) -> Run:
             run.losses[seed] = read_json(folder / "losses.json")
         if (folder / "cka.json").exists():
             run.cka[seed] = read_json(folder / "cka.json")
+        if (folder / "sources.json").exists():
+            run.sources[seed] = read_json(folder / "sources.json")
         if (folder / "results.json").exists():
             run.results.append(read_json(folder / "results.json"))
     return run

@@ -231,10 +231,46 @@ def plot_frechet(distances: dict[str, float], scores: dict[str, float], path: Pa
     return save_figure(fig, path)
 
 
+def moving_average(values: list[float], window: int) -> np.ndarray:
+    """The running mean over `window` updates (shorter at the start)."""
+    x = np.asarray(values, dtype=float)
+    cumulative = np.cumsum(np.insert(x, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(x) + 1), window)
+    return (cumulative[1:] - cumulative[np.maximum(np.arange(1, len(x) + 1) - window, 0)]) / counts
+
+
+def plot_sources(runs: list[Run], path: Path, window: int = 10) -> Path | None:
+    """Multi-source runs, first seed: each source's training loss and combiner weight against updates
+    (running means over `window` updates); None when no run is multi-source."""
+    multi = [run for run in runs if run.sources]
+    if not multi:
+        return None
+    fig, axes = plt.subplots(2, len(multi), figsize=(5 * len(multi), 6), squeeze=False, sharex="col")
+    for column, run in enumerate(multi):
+        seed = min(run.sources)
+        record = run.sources[seed]
+        for t, lang in enumerate(record["languages"]):
+            axes[0][column].plot(moving_average([x[t] for x in record["losses"]], window), label=lang)
+            axes[1][column].plot(moving_average([w[t] for w in record["weights"]], window), label=lang)
+        axes[0][column].set_title(f"{run.name} (seed {seed})")
+        axes[0][column].set_ylabel("training loss")
+        axes[1][column].set_ylabel("combiner weight")
+        axes[1][column].set_xlabel("updates")
+        for ax in axes[:, column]:
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle(f"Per-source loss and weight (running mean over {window} updates)", fontsize=10)
+    return save_figure(fig, path)
+
+
 def write_figures(runs: list[Run], out_dir: Path) -> list[Path]:
     """Write every figure for `runs` into `out_dir`; returns the paths written."""
     out_dir = Path(out_dir)
     written = [plot_gaps(runs, out_dir / "gap.png"), plot_gap_and_loss(runs, out_dir / "gap_loss.png")]
-    optional = [plot_multipliers(runs, out_dir / "lr_multipliers.png"), plot_cka(runs, out_dir / "cka.png")]
+    optional = [
+        plot_multipliers(runs, out_dir / "lr_multipliers.png"),
+        plot_cka(runs, out_dir / "cka.png"),
+        plot_sources(runs, out_dir / "sources.png"),
+    ]
     return written + [path for path in optional if path]
 
