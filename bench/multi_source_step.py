@@ -39,6 +39,8 @@ from xlgap.utils.hardware import device_description, resolve_precision
 
 LANGUAGES = ["en", "de", "fr", "es", "nl"]
 COMBINERS = ["mixed", "uniform", "lf-mlf", "pcgrad", "gradvac", "mgda"]
+EMBEDDING_VARIANTS = ["uniform +emb sparse", "lf-mlf +emb sparse", "lf-mlf +emb dense"]
+"""At T = 3 only: the word embeddings trained too, their gradient held as touched rows or densely."""
 
 
 def measure(combiner: str, t: int, data_dir: Path, batch: int, steps: int, sentences: int, precision: str) -> dict:
@@ -50,7 +52,8 @@ def measure(combiner: str, t: int, data_dir: Path, batch: int, steps: int, sente
     dataset = concatenate_datasets([s.dataset() for s in splits])
     set_seed(1)
     model = kind_of(task).load_model(model_path, task)
-    mixed = combiner == "mixed"
+    name, _, embeddings = combiner.partition(" +emb ")
+    mixed = name == "mixed"
     args = TrainingArguments(
         output_dir="/tmp/xlgap-bench-multi", per_device_train_batch_size=batch * t if mixed else batch, learning_rate=2e-5,
         max_steps=steps, warmup_steps=0, eval_strategy="no", save_strategy="no", report_to=[], disable_tqdm=True, seed=1,
@@ -59,7 +62,7 @@ def measure(combiner: str, t: int, data_dir: Path, batch: int, steps: int, sente
     multi = None
     seconds = []
     if not mixed:
-        built = build_combiner(combiner)
+        built = build_combiner(name)
         original = built.weights
 
         def timed(grads):  # the combiner's own time: its weights (the Gram matrices are computed before)
@@ -69,11 +72,11 @@ def measure(combiner: str, t: int, data_dir: Path, batch: int, steps: int, sente
             return out
 
         built.weights = timed
-        multi = MultiSource(LANGUAGES[:t], [len(s) for s in splits], batch, built)
+        multi = MultiSource(LANGUAGES[:t], [len(s) for s in splits], batch, built, sparse_embeddings=embeddings != "dense")
     clock = StepClock()
     trainer = XlgapTrainer(
         model, args, train_dataset=dataset, data_collator=DataCollatorForTokenClassification(tokenizer),
-        method=Compose(Freeze("word_embeddings")), multi_source=multi, callbacks=[clock],
+        method=Compose() if embeddings else Compose(Freeze("word_embeddings")), multi_source=multi, callbacks=[clock],
     )
     trainer.train()
     return {
@@ -101,7 +104,7 @@ def main() -> None:
     for round_index in range(args.rounds):
         order = COMBINERS if round_index % 2 == 0 else COMBINERS[::-1]
         for t in counts:
-            for combiner in order:
+            for combiner in order + (EMBEDDING_VARIANTS if t == 3 else []):
                 with pool_context.Pool(1) as pool:
                     r = pool.apply(measure, (combiner, t, args.data_dir, args.batch, args.steps, args.sentences, precision))
                 entry = results.setdefault((combiner, t), {"times": [], "combiner": [], "rss": 0})
@@ -113,7 +116,7 @@ def main() -> None:
     rows = []
     for t in counts:
         uniform = statistics.mean(results[("uniform", t)]["times"])
-        for combiner in COMBINERS:
+        for combiner in COMBINERS + (EMBEDDING_VARIANTS if t == 3 else []):
             e = results[(combiner, t)]
             mean = statistics.mean(e["times"])
             qp = f"{1000 * statistics.mean(e['combiner']):.1f}" if e["combiner"] else "-"
@@ -132,7 +135,8 @@ def main() -> None:
         f"Bundled multilingual-e5-small (PAN-X head, word embeddings frozen: {trainable:,} trainable values), {args.batch}",
         f"examples per language and update, PAN-X sources {', '.join(LANGUAGES[:max(counts)])} (the first T), {device_description('cpu')},",
         f"precision {precision} ({why}); {args.rounds} interleaved rounds of {args.steps} updates per variant (first not counted).",
-        "'mixed' is one backward pass over the same number of examples drawn from the concatenated sources.",
+        "'mixed' is one backward pass over the same number of examples drawn from the concatenated sources; '+emb'",
+        "rows (T = 3) train the word embeddings too, their gradient held as touched rows (sparse) or densely.",
         "Combiner ms is the combiner's own time per update (after the float64 Gram matrices); buffer MiB is",
         "(T + 1) x P float32 (the per-language gradients and `.grad`); RSS is the process's peak resident set.",
         "",

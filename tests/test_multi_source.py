@@ -63,7 +63,7 @@ def test_buffer_grams_and_combination_match_the_gradients():
     assert torch.equal(buffer.params[0].grad.reshape(-1), d[start:end])
 
 
-def _two_language_trainer(tmp_path, combiner, steps=1, method=None, accumulation=1, batch=4, sampling="group_by_length"):
+def _two_language_trainer(tmp_path, combiner, steps=1, method=None, accumulation=1, batch=4, sampling="group_by_length", sparse=True):
     data = concatenate_datasets([token_dataset(12, seed=1), token_dataset(8, seed=2)])
     args = TrainingArguments(
         output_dir=str(tmp_path), report_to=[], save_strategy="no", disable_tqdm=True, use_cpu=True, max_steps=steps,
@@ -71,7 +71,7 @@ def _two_language_trainer(tmp_path, combiner, steps=1, method=None, accumulation
         per_device_train_batch_size=batch, max_grad_norm=0.0, lr_scheduler_type="constant",
         train_sampling_strategy=sampling,
     )
-    ms = MultiSource(["en", "de"], [12, 8], batch, combiner)
+    ms = MultiSource(["en", "de"], [12, 8], batch, combiner, sparse_embeddings=sparse)
     trainer = XlgapTrainer(
         tiny_bert(dropout=0.0), args, train_dataset=data, data_collator=DataCollatorForTokenClassification(tiny_tokenizer()),
         method=method or Compose(), multi_source=ms,
@@ -136,7 +136,23 @@ def test_lf_mlf_keeps_its_direction_and_reports(tmp_path):
     report = trainer.method_report()["multi_source"]
     assert report["combiner"] == "lf-mlf" and report["solved_updates"] == 3 and report["failed_solves"] == 0
     assert sum(report["mean_weight"].values()) == pytest.approx(1.0)
-    assert report["gradient_floats"] == 3 * trainer.multi_source.buffer.size  # (T + 1) x P
+    buffer = trainer.multi_source.buffer
+    rows = sum(len(r.rows) for r in buffer.rows) * buffer.sparse.shape[1]
+    assert 0 < rows < 2 * buffer.sparse.numel()  # the word embeddings are held as the rows the batches touched
+    assert report["gradient_floats"] == 2 * buffer.dense_size + rows + buffer.size
+
+
+def test_sparse_embedding_rows_give_the_dense_update(tmp_path):
+    for combiner in ("lf-mlf", "gradvac"):
+        sparse, _ = _two_language_trainer(tmp_path / f"s-{combiner}", build_combiner(combiner), steps=3)
+        sparse.train()
+        dense, _ = _two_language_trainer(tmp_path / f"d-{combiner}", build_combiner(combiner), steps=3, sparse=False)
+        dense.train()
+        assert sparse.multi_source.buffer.sparse is not None and dense.multi_source.buffer.sparse is None
+        for a, b in zip(sparse.stats.combiner_weights, dense.stats.combiner_weights, strict=True):
+            assert a == pytest.approx(b, abs=1e-5)
+        for (name, pa), pb in zip(sparse.model.named_parameters(), dense.model.parameters(), strict=True):
+            assert torch.allclose(pa, pb, atol=1e-6), name
 
 
 @pytest.fixture(scope="module")

@@ -294,7 +294,7 @@ class XlgapTrainer(Trainer):
 
     def _finish_multi_source_update(self, model: nn.Module) -> None:
         ms = self.multi_source
-        losses = ms.reduce_update(self._sum_over_processes)
+        losses = ms.reduce_update(self.args.world_size)
         if not torch.isfinite(losses).all():
             raise NonFiniteLossError(
                 f"the training loss of the source languages {ms.languages} is {losses.tolist()} at update "
@@ -312,10 +312,6 @@ class XlgapTrainer(Trainer):
         self._update_loss = losses.mean().to(self.args.device)
         self.stats.language_losses.append([float(x) for x in losses])
         self.stats.combiner_weights.append([float(x) for x in (weights if weights.dim() == 1 else weights.mean(0))])
-
-    def _sum_over_processes(self, tensor: torch.Tensor) -> None:
-        if self.args.world_size > 1:
-            torch.distributed.all_reduce(tensor)
 
     # ---- loss ----
 
