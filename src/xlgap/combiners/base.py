@@ -21,9 +21,7 @@ config (`train.multi_source.combiner` and its options).
 from __future__ import annotations
 
 import contextlib
-import difflib
 import hashlib
-import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -31,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 
 from xlgap.utils.errors import UserError
+from xlgap.utils.registry import build_registered, registrar
 
 
 class CombinerError(UserError, ValueError):
@@ -91,35 +90,14 @@ COMBINERS: dict[str, type[Combiner]] = {}
 """Every registered combiner by its config name (filled by `register_combiner`)."""
 
 
-def register_combiner(name: str) -> Any:
-    """Class decorator: register a Combiner subclass under `name` (`train.multi_source.combiner`)."""
-
-    def register(cls: type[Combiner]) -> type[Combiner]:
-        if name in COMBINERS and COMBINERS[name] is not cls:
-            raise ValueError(f"combiner name {name!r} is registered twice")
-        cls.name = name
-        COMBINERS[name] = cls
-        return cls
-
-    return register
+register_combiner = registrar(COMBINERS, "combiner")
+"""Class decorator: `@register_combiner("<name>")` registers a Combiner subclass under its config name
+(`train.multi_source.combiner`)."""
 
 
 def build_combiner(name: str, options: dict[str, Any] | None = None, where: str = "train.multi_source") -> Combiner:
     """The combiner `name` with `options`; an unknown name or option is a CombinerError naming `where`."""
-    if name not in COMBINERS:
-        close = difflib.get_close_matches(str(name), COMBINERS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise CombinerError(f"{where}.combiner: unknown combiner {name!r}{hint}; expected one of {', '.join(sorted(COMBINERS))}")
-    factory = COMBINERS[name]
-    options = dict(options or {})
-    allowed = set(inspect.signature(factory).parameters)
-    for key in options:
-        if key not in allowed:
-            raise CombinerError(f"{where}.options.{key}: not an option of combiner '{name}'; expected one of {sorted(allowed)}")
-    try:
-        return factory(**options)
-    except (TypeError, ValueError) as err:
-        raise CombinerError(f"{where} ({name}): {err}") from None
+    return build_registered(COMBINERS, name, dict(options or {}), CombinerError, "combiner", f"{where}.combiner", f"{where}.options.")
 
 
 def order_seed(seed: int, step: int) -> int:

@@ -5,8 +5,6 @@ below fills `METHODS`. A new method is one module with one decorated class, impo
 
 from __future__ import annotations
 
-import difflib
-import inspect
 from typing import Any
 
 from xlgap.methods.base import (
@@ -24,6 +22,7 @@ from xlgap.methods.noisytune import NoisyTune
 from xlgap.methods.regularize import EWC, L2
 from xlgap.methods.surgery import Freeze, LrScale, Reinit
 from xlgap.utils.errors import UserError
+from xlgap.utils.registry import build_registered
 
 __all__ = [
     "METHODS",
@@ -58,19 +57,7 @@ def build_method(spec: dict[str, Any], where: str = "methods") -> Method:
     """Instantiate one method from `{name: ..., option: value}`; errors name `where` and the bad key."""
     spec = dict(spec)
     name = spec.pop("name", None)
-    if name not in METHODS:
-        close = difflib.get_close_matches(str(name), METHODS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise MethodError(f"{where}.name: unknown method {name!r}{hint}; expected one of {', '.join(sorted(METHODS))}")
-    factory = METHODS[name]
-    allowed = set(inspect.signature(factory).parameters)
-    for key in spec:
-        if key not in allowed:
-            raise MethodError(f"{where}.{key}: not an option of method '{name}'; expected one of {sorted(allowed)}")
-    try:
-        return factory(**spec)
-    except (TypeError, ValueError) as err:
-        raise MethodError(f"{where} ({name}): {err}") from None
+    return build_registered(METHODS, name, spec, MethodError, "method", f"{where}.name", f"{where}.")
 
 
 def build_methods(specs: list[dict[str, Any]]) -> Compose:

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from xlgap.utils.errors import UserError
+from xlgap.utils.registry import registrar
 
 
 class MethodConflictError(UserError, ValueError):
@@ -175,18 +176,9 @@ METHODS: dict[str, type[Method]] = {}
 """Every registered method by its config name (filled by `register_method`)."""
 
 
-def register_method(name: str) -> Any:
-    """Class decorator: register a Method subclass under `name`, its config name (`methods: - name: ...`),
-    which also becomes its `name` attribute."""
-
-    def register(cls: type[Method]) -> type[Method]:
-        if name in METHODS and METHODS[name] is not cls:
-            raise ValueError(f"method name {name!r} is registered twice ({METHODS[name].__name__}, {cls.__name__})")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return register
+register_method = registrar(METHODS, "method")
+"""Class decorator: `@register_method("<name>")` registers a Method subclass under its config name
+(`methods: - name: ...`), which also becomes its `name` attribute."""
 
 
 class Compose(Method):
