@@ -1,6 +1,6 @@
 """Multi-source quality on this machine: PAN-X NER from en, de and fr to the other PAN-X languages, SLF
 (one model per source) vs Uniform vs PCGrad vs GradVac vs LF-MLF, the CPU recipes of configs/cpu/multi/
-(bundled encoder, 800 sentences per source, 3 seeds), with `xlgap compare`'s tests, R_T and the
+(bundled encoder, 600 sentences per source, 3 seeds), with `xlgap compare`'s tests, R_T and the
 critical-difference diagram.
 
 Runs are ordinary run folders under bench/out/multi_source/ (finished seeds are kept, interrupted ones
@@ -60,7 +60,7 @@ def main() -> None:
         "## Multi-source quality: PAN-X en, de, fr -> the other languages (CPU)",
         "",
         f"The CPU recipes of `configs/cpu/multi/` ({len(seeds)} seeds each): bundled multilingual-e5-small, word",
-        "embeddings frozen, 800 training sentences per source, 16 per language and update, 2 epochs; test sets",
+        "embeddings frozen, 600 training sentences per source, 16 per language and update, 2 epochs; test sets",
         "capped at 300 sentences per language. Single-source references (SLF, same sentences and batch):",
         "",
         "| SLF run | its source F1 | target avg F1 |",
