@@ -229,6 +229,8 @@ def test_every_combiner_trains(tiny_multi, tmp_path, combiner):
 def test_multi_source_config_errors(tiny_multi, tmp_path):
     with pytest.raises(ConfigError, match="data.source_languages has \\['en'\\]"):
         config_from_dict({"data": {"source_languages": ["en"]}, "train": {"multi_source": {"combiner": "uniform"}}})
+    with pytest.raises(ConfigError, match="fp16 needs loss scaling"):
+        config_from_dict({"data": {"source_languages": ["en", "de"]}, "train": {"precision": "fp16", "multi_source": {"combiner": "uniform"}}})
     with pytest.raises(ConfigError, match="need a combiner"):
         config_from_dict({"train": {"multi_source": {"batch_size": 4}}})
     with pytest.raises(ConfigError, match="train.multi_source.batch_size"):

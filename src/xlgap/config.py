@@ -394,6 +394,11 @@ def validate(cfg: ExperimentConfig) -> None:
             )
         if cfg.data.few_shot is not None:
             raise ConfigError("train.multi_source.combiner: multi-source training does not combine with data.few_shot")
+        if cfg.train.precision == "fp16":
+            raise ConfigError(
+                "train.precision: fp16 needs loss scaling, which the per-language gradients of "
+                "train.multi_source do not get; use bf16, fp32 or auto"
+            )
         if multi.batch_size is not None and multi.batch_size <= 0:
             raise ConfigError(f"train.multi_source.batch_size: expected a positive integer or null, got {multi.batch_size}")
     elif multi.options or multi.batch_size is not None:
