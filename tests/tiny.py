@@ -85,11 +85,11 @@ def tiny_trainer(output_dir, method, examples: int, model=None, **training_args)
     )
 
 
-def write_tiny_model(folder) -> str:
+def write_tiny_model(folder, dropout: float = 0.1) -> str:
     """Save a tiny random BERT encoder and its tokenizer as a model folder; returns its path."""
     from transformers import BertModel
 
-    model = BertModel(tiny_bert().config)
+    model = BertModel(tiny_bert(dropout=dropout).config)
     model.save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     return str(folder)

@@ -51,16 +51,22 @@ def run(
     from xlgap.train.run import run_experiment
     from xlgap.train.trainer import NonFiniteLossError
     from xlgap.utils.errors import UserError
+    from xlgap.utils.processes import is_main_process
 
     _quiet_libraries()
     try:
         cfg = load_config(config, overrides or [])
     except UserError as err:
         _fail(str(err))
-    console.print(f"run [bold]{cfg.name}[/] -> {cfg.run_dir}  (model {cfg.model.name}, task {cfg.data.task})")
+    main = is_main_process()  # under torchrun / accelerate launch, one process reports
+    if main:
+        console.print(f"run [bold]{cfg.name}[/] -> {cfg.run_dir}  (model {cfg.model.name}, task {cfg.data.task})")
     try:
-        with RunProgress(console) as progress:
-            run_experiment(cfg, resume=resume, overwrite=overwrite, progress=progress)
+        if main:
+            with RunProgress(console) as progress:
+                run_experiment(cfg, resume=resume, overwrite=overwrite, progress=progress)
+        else:
+            run_experiment(cfg, resume=resume, overwrite=overwrite)
     except NonFiniteLossError as err:
         _fail(f"{err}\nresume from the last checkpoint with: xlgap run {config} --resume")
     except UserError as err:
@@ -69,8 +75,9 @@ def run(
         command = " ".join(["xlgap run", str(config), *(overrides or []), "--resume"])
         console.print(f"\ninterrupted; continue with: {command}")
         raise typer.Exit(code=130) from None
-    _print_tables([load_run(cfg.run_dir)])
-    console.print(f"results: {cfg.run_dir}/summary.md")
+    if main:
+        _print_tables([load_run(cfg.run_dir)])
+        console.print(f"results: {cfg.run_dir}/summary.md")
 
 
 def _print_tables(runs: list, splits: tuple[str, ...] = ("test", "dev")) -> None:

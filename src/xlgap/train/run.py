@@ -7,7 +7,9 @@ when a method measured it), `sources.json` (multi-source runs: each language's l
 at every update), `results.json`, `predictions/<task>/test-<lang>.<ext>` with
 `train.save_predictions`, and `model/` when `save_model` is set; `summary.json` / `summary.md` cover
 the finished seeds. Everything is loaded and checked (task, methods, model, every data split) before
-the run folder is created. A run interrupted at any point resumes with `resume=True`: finished seeds
+the run folder is created. Under `torchrun` or `accelerate launch` every process trains (the Trainer
+shards the batches, the methods' statistics are averaged over processes) and only the main process
+writes the run folder. A run interrupted at any point resumes with `resume=True`: finished seeds
 are kept, the others continue from their latest complete checkpoint with the probe log cut back to it.
 """
 
@@ -35,7 +37,7 @@ from xlgap.kinds.evaluate import fixed_batch
 from xlgap.methods import PrepareContext, build_methods
 from xlgap.methods.base import ReferenceWeights
 from xlgap.models.load import load_tokenizer, resolve_model
-from xlgap.results import read_records, write_summary
+from xlgap.results import read_records, summarize, write_summary
 from xlgap.train.checkpoints import CheckpointClock
 from xlgap.train.data import ExperimentData, SeedData
 from xlgap.train.multi_source import MultiSource
@@ -46,6 +48,7 @@ from xlgap.utils.errors import UserError
 from xlgap.utils.files import read_json, replace_dir, write_json_atomic, write_text_atomic
 from xlgap.utils.git import source_commit
 from xlgap.utils.hardware import device_description, resolve_precision
+from xlgap.utils.processes import is_main_process, process_count
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +79,9 @@ def training_arguments(cfg: ExperimentConfig, seed: int, output_dir: Path, preci
         length_column_name="length",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        # mixed precision without a GPU must be asked for on the CPU explicitly
-        use_cpu=precision != "fp32" and not torch.cuda.is_available(),
+        # without a GPU, mixed precision and several processes (gloo) must be asked for on the CPU explicitly
+        # (not always: that would also turn off Apple's MPS)
+        use_cpu=not torch.cuda.is_available() and (precision != "fp32" or process_count() > 1),
         eval_strategy="steps",
         eval_steps=cfg.eval.every,
         save_strategy="no",
@@ -121,13 +125,15 @@ def train_seed(
 ) -> dict[str, Any]:
     """Train and evaluate one seed; write `results.json` (and the other seed files) and return the results."""
     seed_dir = cfg.run_dir / f"seed-{seed}"
-    seed_dir.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        seed_dir.mkdir(parents=True, exist_ok=True)
     trained = train_and_select(cfg, seed, data, task, model_path, tokenizer, resume, progress)
     results = results_header(cfg, seed, data, task, trained)
     started = time.perf_counter()
     final_evaluation(cfg, seed_dir, data, task, trained, results, progress)
     results["wall_seconds"] = wall_time_split(trained.train_seconds, trained.trainer.timing, time.perf_counter() - started)
-    write_seed_files(cfg, seed_dir, trained.trainer, results)
+    if is_main_process():
+        write_seed_files(cfg, seed_dir, trained.trainer, results)
     return results
 
 
@@ -211,7 +217,7 @@ def final_evaluation(
             on_language = (lambda lang, s, split=split: progress.status(f"{split} {lang} ({len(s)} sequences)")) if progress else None
             evaluation = evaluate_sets(trainer.model, sets, cfg.train.eval_batch_size, trainer.eval_dtype, on_language)
             evaluated = evaluation.scores
-            if split == "test" and cfg.train.save_predictions:
+            if split == "test" and cfg.train.save_predictions and is_main_process():
                 results["predictions"] = write_predictions(seed_dir, sets, evaluation.predictions)
         results[split] = split_results(evaluated, task, results["sources"], results["targets"], sets)
 
@@ -260,7 +266,8 @@ def build_trainer(
             cfg.eval.selection,
             on_record=progress.show_record if progress else None,
         )
-        probe.truncate(first_step)
+        if is_main_process():
+            probe.truncate(first_step)
     set_seed(seed)
     model = kind.load_model(model_path, task)
     args = training_arguments(cfg, seed, seed_dir / "checkpoints", precision)
@@ -427,7 +434,8 @@ def run_experiment(
     tokenizer = load_tokenizer(model_path)
     data = ExperimentData(cfg, task, tokenizer)
     check_methods(cfg, task, model_path)
-    prepare_run_folder(cfg, resume, overwrite)
+    if is_main_process():  # under torchrun / accelerate launch every process runs this; one writes
+        prepare_run_folder(cfg, resume, overwrite)
     if progress is not None:
         progress.show_data(data.for_seed(cfg.seeds[0]).provenance)
     results = []
@@ -438,5 +446,6 @@ def run_experiment(
             continue
         seed_data = data.for_seed(seed)
         results.append(train_seed(cfg, seed, seed_data, task, model_path, tokenizer, resume, progress))
-        write_summary(cfg.run_dir, results)
-    return write_summary(cfg.run_dir, results)
+        if is_main_process():
+            write_summary(cfg.run_dir, results)
+    return write_summary(cfg.run_dir, results) if is_main_process() else summarize(results)

@@ -224,7 +224,9 @@ class XlgapTrainer(Trainer):
         if lengths is None:
             lengths = [len(ids) for ids in dataset["input_ids"]]
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        # The global batch of an update: the processes then take consecutive slices of the same order,
+        # so N processes see the batches of one process with an N times larger batch.
+        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
         return EpochSeededLengthGroupedSampler(batch, list(lengths), seed)
 
     def get_train_dataloader(self) -> Any:
@@ -377,9 +379,9 @@ class XlgapTrainer(Trainer):
         """Append the finished update's loss (mean over processes) to the statistics."""
         if self._update_loss is None:
             return
-        # a multi-source update's loss is already summed over processes
-        reduction = "none" if self.multi_source is not None else "mean"
-        loss = self.accelerator.reduce(self._update_loss.reshape(1), reduction=reduction)
+        loss = self._update_loss.reshape(1)
+        if self.multi_source is None:  # a multi-source update's loss is already summed over processes
+            loss = self.accelerator.reduce(loss, reduction="mean")
         self.stats.losses.append(float(loss.item()))
         self._update_loss = None
         if self._update_penalties is not None:
