@@ -39,3 +39,20 @@ def test_example_trains_with_fsf_and_l2(script, tmp_path):
     # L2 starts at the pretrained weights (zero penalty) and grows as training moves away from them
     assert penalties[0] == 0.0 and penalties[-1] > 0
     assert 0 < log["report"]["fsf.p1_share"] <= 1
+
+
+def test_plain_loop_with_lf_mlf_fsf_and_l2(tmp_path):
+    model = write_tiny_model(tmp_path / "model")
+    data = Path(write_tiny_udpos(tmp_path / "data", train=("en", "de"))) / "udpos"
+    args = [sys.executable, str(EXAMPLES / "plain_loop_lf_mlf.py"), "--model", model, "--train", str(data / "train-en.tsv"),
+            "--train", str(data / "train-de.tsv"), "--output", str(tmp_path / "out"), "--steps", "12", "--window", "2", "--lr", "5e-4"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on 2 languages with lf-mlf" in done.stdout
+    log = json.loads((tmp_path / "out" / "training.json").read_text())
+    records = log["log"]
+    assert len(records) == 12 and all(len(r["losses"]) == 2 for r in records)
+    assert all(abs(sum(r["weights"]) - 1) < 1e-6 and min(r["weights"]) >= 0 for r in records)  # Problem 2's simplex
+    assert log["report"]["combiner"]["solved_updates"] == 12 and log["report"]["combiner"]["failed_solves"] == 0
+    assert all(r["multipliers"]["fsf.policy_I"] == 0.01 for r in records[:4])
+    assert records[0]["penalty"] == 0.0 and records[-1]["penalty"] > 0
