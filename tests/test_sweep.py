@@ -3,6 +3,8 @@ table, the layer figure, and FSF's sets derived from a layer sweep."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -126,3 +128,42 @@ def test_zipped_keys_vary_together_and_cross_the_grid(base, tmp_path):
     sweep_file.write_text(yaml.safe_dump({"config": str(base), "zip": {"train.learning_rate": [0.1, 0.2], "train.warmup_steps": [0]}}))
     with pytest.raises(SweepError, match="need as many values each"):
         load_sweep(sweep_file, [], None, None, "bad").points()
+
+
+def test_a_sweep_through_submitit_jobs_resubmits_only_what_did_not_finish(base, tmp_path):
+    """The slurm path with submitit's local executor: one job per point, ids recorded; a point that
+    finished is not submitted again, an unfinished one is (and resumes)."""
+    from xlgap.launchers import JOBS_FILE, LaunchOptions
+
+    sweep = load_sweep(base, ["methods.0.select=layers[0],layers[1]"], [1], None, "jobs")
+    first = sweep.overrides(0, sweep.points()[0])
+    from xlgap.config import load_config
+    from xlgap.train.run import run_experiment
+
+    run_experiment(load_config(sweep.config, first))  # the first point finished before the submission
+    options = LaunchOptions(launcher="submitit-local", cpus=1, gpus=0, time_minutes=10, wait=True)
+    folders, jobs = sweeps.run_sweep(sweep, None, options)
+    assert list(jobs) == [folders[1].name]  # only the unfinished point became a job
+    assert all(sweeps.finished(folder, [1]) for folder in folders)
+    record = json.loads((sweep.folder / JOBS_FILE).read_text())
+    assert record == {folders[1].name: [jobs[folders[1].name]]}
+    _, again = sweeps.run_sweep(sweep, None, options)
+    assert again == {}  # nothing left to submit
+    assert len(sweeps.sweep_rows(sweep.folder)) == 2
+
+
+def test_a_local_sweep_runs_points_in_parallel_processes(base, tmp_path):
+    from xlgap.launchers import LaunchOptions
+
+    sweep = load_sweep(base, ["methods.0.select=layers[0],layers[1]"], [1], None, "parallel")
+    folders, jobs = sweeps.run_sweep(sweep, None, LaunchOptions(parallel=2))
+    assert jobs == {} and all(sweeps.finished(folder, [1]) for folder in folders)
+
+
+def test_launcher_options_are_checked():
+    from xlgap.launchers import LaunchError, LaunchOptions
+
+    with pytest.raises(LaunchError, match="--launcher 'pbs'"):
+        LaunchOptions(launcher="pbs").check()
+    with pytest.raises(LaunchError, match="--parallel 0"):
+        LaunchOptions(parallel=0).check()

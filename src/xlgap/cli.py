@@ -253,10 +253,21 @@ def sweep(
     out: Path = typer.Option(None, "--out", help="Where the sweep folder goes (default: the config's output_dir)."),
     reference: Path = typer.Option(None, "--reference", help="A run folder (plain fine-tuning) drawn as the reference line."),
     split: str = typer.Option("test", "--split", help="The split of the sweep table: test or dev."),
+    launcher: str = typer.Option("local", "--launcher", help="local (this machine), slurm (one submitit job per run) or submitit-local."),
+    parallel: int = typer.Option(1, "--parallel", help="local: runs at a time."),
+    partition: str = typer.Option(None, "--partition", help="slurm: the partition."),
+    gpus: int = typer.Option(1, "--gpus", help="slurm: GPUs per job."),
+    cpus: int = typer.Option(8, "--cpus", help="slurm: CPU cores per job."),
+    time: int = typer.Option(24 * 60, "--time", help="slurm: time limit per job, in minutes."),
+    array_size: int = typer.Option(64, "--array-parallelism", help="slurm: jobs of the array running at once."),
+    wait: bool = typer.Option(False, "--wait", help="slurm: wait for the jobs, then write the table."),
 ) -> None:
     """Run the product of overrides x seeds as run folders under one sweep folder (finished points are
-    skipped, interrupted ones resumed), then write the sweep table and, for a layer sweep, its figure."""
-    from xlgap.sweep import load_sweep, run_sweep
+    skipped, interrupted ones resumed), then write the sweep table and, for a layer sweep, its figure.
+    With --launcher slurm every unfinished point is one job (ids in <sweep>/jobs.json); rerun the same
+    command to resubmit what did not finish and to rebuild the table."""
+    from xlgap.launchers import LaunchOptions
+    from xlgap.sweep import finished_runs, load_sweep, run_sweep
     from xlgap.train.progress import RunProgress
     from xlgap.utils.errors import UserError
 
@@ -266,11 +277,18 @@ def sweep(
     except ValueError:
         _fail(f"--seeds {seeds!r}: expected integers separated by commas, e.g. 1,2,3")
     try:
+        options = LaunchOptions(launcher, parallel, partition, gpus, cpus, time, array_size, wait)
+        options.check()
         defined = load_sweep(config, grid or [], seed_list, out, name)
         console.print(f"sweep {defined.folder}: {len(defined.points())} points")
         with RunProgress(console) as progress:
-            run_sweep(defined, progress)
-        _sweep_outputs(defined.folder, split, reference)
+            _, jobs = run_sweep(defined, progress if launcher == "local" and parallel == 1 else None, options)
+        if jobs:
+            console.print(f"submitted {len(jobs)} jobs ({', '.join(jobs.values())}); ids in {defined.folder}/jobs.json")
+        if finished_runs(defined.folder):  # the table of whatever has finished
+            _sweep_outputs(defined.folder, split, reference)
+        else:
+            console.print("no point has finished yet; rerun the same command later for the table")
     except UserError as err:
         _fail(str(err))
     except KeyboardInterrupt:

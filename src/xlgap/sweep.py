@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from xlgap.config import ConfigError, load_config
+from xlgap.launchers import LaunchOptions, run_in_parallel, submit
 from xlgap.results import Run, format_mean_std, load_run, seed_dirs
 from xlgap.utils.errors import UserError
 from xlgap.utils.files import write_text_atomic
@@ -185,21 +186,33 @@ def finished(folder: Path, seeds: list[int]) -> bool:
     return all((folder / f"seed-{s}" / "results.json").exists() for s in seeds)
 
 
-def run_sweep(sweep: Sweep, progress: Any = None) -> list[Path]:
-    """Run every point not finished yet (resuming interrupted ones); returns the points' run folders."""
+def run_sweep(sweep: Sweep, progress: Any = None, options: LaunchOptions | None = None) -> tuple[list[Path], dict[str, str]]:
+    """Run every point not finished yet (resuming interrupted ones) with the launcher of `options`
+    (default: one after another in this process); returns the points' run folders and the ids of the
+    jobs submitted (empty unless submitted through submitit)."""
     from xlgap.train.run import run_experiment
 
+    options = options or LaunchOptions()
+    options.check()
     prepare_sweep_folder(sweep)
-    folders = []
+    folders, pending = [], {}
     for index, point in enumerate(sweep.points()):
-        cfg = load_config(sweep.config, sweep.overrides(index, point))
+        overrides = sweep.overrides(index, point)
+        cfg = load_config(sweep.config, overrides)
         folders.append(cfg.run_dir)
-        if finished(cfg.run_dir, cfg.seeds):
-            continue
+        if not finished(cfg.run_dir, cfg.seeds):
+            pending[cfg.run_dir.name] = (str(sweep.config), overrides)
+    if options.launcher in ("slurm", "submitit-local"):
+        return folders, submit(pending, sweep.folder, options) if pending else {}
+    if options.parallel > 1:
+        run_in_parallel(list(pending.values()), options.parallel)
+        return folders, {}
+    for position, (name, (config, overrides)) in enumerate(pending.items()):
+        cfg = load_config(config, overrides)
         if progress is not None:
-            progress.console.rule(f"sweep point {index + 1}/{len(sweep.points())}: {point}")
+            progress.console.rule(f"sweep point {position + 1}/{len(pending)} to run: {name}")
         run_experiment(cfg, resume=cfg.run_dir.exists(), progress=progress)
-    return folders
+    return folders, {}
 
 
 def finished_runs(folder: Path) -> list[Run]:
