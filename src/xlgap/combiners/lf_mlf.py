@@ -10,8 +10,9 @@ direction d = sum_t w_t g_t descends for every language), and apply d (Eq. 8). T
 pretrained model, the bound on forgetting of Theorem 1, smallest. At k = 1, g_bar = 0 (Algorithm 1).
 
 Settled here, where the paper is silent or ambiguous:
-- g_bar sums the combined task gradients d (not the optimizer's update, not multiplied by the learning
-  rate): Eq. 3 writes it as sum_i sum_t w_t^i grad L_t(theta_{i-1}). Penalties of other methods (L2, EWC)
+- g_bar sums the combined task gradients d as combined, before gradient clipping (not the optimizer's
+  update, not multiplied by the learning rate or by other methods' lr multipliers): Eq. 3 writes it as
+  sum_i sum_t w_t^i grad L_t(theta_{i-1}), and the paper clips nothing. Penalties of other methods (L2, EWC)
   are added after the combination and are not part of d or g_bar. g_bar is kept in float32 and
   checkpointed, so a resumed run solves the same problems.
 - Algorithm 1 stops training when the feasible set is empty. It never is for a real Gram matrix (the
