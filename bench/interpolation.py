@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--max-dev", type=int, default=100, help="Dev sentences per language of the --to pretrained runs.")
     parser.add_argument("--max-test", type=int, default=200, help="Test sentences per language of the --to pretrained runs.")
     parser.add_argument("--pretrained-step", type=float, default=0.25, help="Step of alpha from the pretrained weights.")
+    parser.add_argument("--bilingual", default="mixed", help="The trio's bilingual model: mixed (measured so far) or uniform (xlgap trio's default).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "interpolation")
     args = parser.parse_args()
     data_dir = str(args.data_dir.resolve())
@@ -100,7 +101,7 @@ def main() -> None:
         trio_rows = []
         for index, pair in enumerate(args.pairs):
             source, target = pair.split("-")
-            folder = run_trio(ROOT / "configs" / "cpu" / "panx-trio.yaml", source, target, common, progress)
+            folder = run_trio(ROOT / "configs" / "cpu" / "panx-trio.yaml", source, target, common, progress, args.bilingual)
             full = args.full_pairs is None or index < args.full_pairs
             plane = paper_grid(-0.5, 1.5, args.plane_step, extra=()) if full else []
             summary = interpolate_trio(folder, paper_grid() if full else paper_grid(extra=()), plane, progress=progress)
@@ -110,8 +111,9 @@ def main() -> None:
 
     first = trio_rows[0][1]
     body += [
-        "`xlgap trio configs/cpu/panx-trio.yaml --source S --target T` then `xlgap interpolate` (PAN-X F1, 1,000",
-        "training sentences per language, 2 epochs; dev 200 sentences per language), seeds "
+        f"`xlgap trio configs/cpu/panx-trio.yaml --source S --target T --bilingual {args.bilingual}` then `xlgap interpolate`",
+        "(PAN-X F1, 1,000 training sentences per language, 2 epochs; dev 200 sentences per language; the bilingual",
+        f"model {'trained on the two languages mixed' if args.bilingual == 'mixed' else 'with a gradient per language, their mean'}), seeds "
         f"{first['seeds']}; alphas -0.5 .. 1.5 by 0.1 plus the paper's 12 points near 0 and 1 and the plane by "
         f"{args.plane_step} (with its anchors 0 and 1) for the first {args.full_pairs or len(args.pairs)} pair(s), alphas by 0.1 "
         "only for the others (for time). Scores are normalised by the same seed's bilingual model.",

@@ -213,3 +213,16 @@ def test_interpolation_to_pretrained_chooses_alpha_on_dev_and_saves_that_model(t
     assert (cfg.run_dir / "interpolation-pretrained" / "gap.png").exists()
     result = runner.invoke(app, ["interpolate", str(tmp_path), "--to", "pretrained"])
     assert result.exit_code == 2 and "not a run folder" in result.output
+
+
+def test_trio_bilingual_model_is_multi_source_uniform_by_default(tmp_path):
+    from xlgap.interpolation import InterpolationError, trio_configs
+
+    path = tmp_path / "base.yaml"
+    path.write_text("name: t\ndata: {task: panx, source_languages: [en]}\n")
+    configs = trio_configs(path, "en", "de")
+    assert configs["bi"].train.multi_source.combiner == "uniform" and configs["bi"].data.source_languages == ["en", "de"]
+    assert configs["src"].train.multi_source.combiner is None
+    assert trio_configs(path, "en", "de", bilingual="mixed")["bi"].train.multi_source.combiner is None
+    with pytest.raises(InterpolationError, match="--bilingual 'both'"):
+        trio_configs(path, "en", "de", bilingual="both")

@@ -339,6 +339,7 @@ def trio(
     source: str = typer.Option(..., "--source", help="The source language, e.g. en."),
     target: str = typer.Option(..., "--target", help="The target language (it needs training data), e.g. de."),
     overrides: list[str] = typer.Argument(None, help="Dotted overrides for all three runs, e.g. seeds=[1,2,3]."),
+    bilingual: str = typer.Option("uniform", "--bilingual", help="The bilingual model: uniform (a gradient per language, their mean) or mixed (the examples mixed)."),
 ) -> None:
     """Train the source-only, target-only and bilingual models of Wu et al. (2022) from one config and the
     same seeds (finished runs are kept, interrupted ones resumed), each saving its model."""
@@ -349,7 +350,7 @@ def trio(
     _quiet_libraries()
     try:
         with RunProgress(console) as progress:
-            folder = run_trio(config, source, target, overrides or [], progress)
+            folder = run_trio(config, source, target, overrides or [], progress, bilingual)
     except UserError as err:
         _fail(str(err))
     except KeyboardInterrupt:

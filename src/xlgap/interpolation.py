@@ -66,14 +66,25 @@ def trio_folder(cfg: ExperimentConfig, source: str, target: str) -> Path:
     return Path(cfg.output_dir) / f"{cfg.name}-trio-{source}-{target}"
 
 
-def trio_configs(config: Path, source: str, target: str, overrides: Sequence[str] = ()) -> dict[str, ExperimentConfig]:
+BILINGUAL = ("uniform", "mixed")
+
+
+def trio_configs(
+    config: Path, source: str, target: str, overrides: Sequence[str] = (), bilingual: str = "uniform"
+) -> dict[str, ExperimentConfig]:
     """The three configs of a trio: {"src": source only, "tgt": target only, "bi": both}; each is
-    evaluated on both languages' dev sets (the bilingual one has no target left: no gap)."""
+    evaluated on both languages' dev sets (the bilingual one has no target left: no gap). The bilingual
+    model takes one gradient per language and their mean (`bilingual: uniform`, multi-source training
+    with the Uniform combiner, every update holding a batch of each language) or trains on the two
+    languages' examples mixed (`mixed`)."""
+    if bilingual not in BILINGUAL:
+        raise InterpolationError(f"--bilingual {bilingual!r}: expected one of {', '.join(BILINGUAL)}")
     base = load_config(config, list(overrides))
     if source == target:
         raise InterpolationError(f"xlgap trio: the source and the target are both {source!r}")
     folder = trio_folder(base, source, target)
     plan = {"src": ([source], [target]), "tgt": ([target], [source]), "bi": ([source, target], [])}
+    combiner = {"bi": ["train.multi_source.combiner=uniform"] if bilingual == "uniform" else []}
     return {
         role: load_config(
             config,
@@ -84,22 +95,31 @@ def trio_configs(config: Path, source: str, target: str, overrides: Sequence[str
                 f"data.source_languages={sources}",
                 f"data.target_languages={targets}",
                 "save_model=true",
+                *combiner.get(role, []),
             ],
         )
         for role, (sources, targets) in plan.items()
     }
 
 
-def run_trio(config: Path, source: str, target: str, overrides: Sequence[str] = (), progress: RunProgress | None = None) -> Path:
-    """Train (or finish) the three runs of a trio; returns the trio folder."""
-    configs = trio_configs(config, source, target, overrides)
+def run_trio(
+    config: Path,
+    source: str,
+    target: str,
+    overrides: Sequence[str] = (),
+    progress: RunProgress | None = None,
+    bilingual: str = "uniform",
+) -> Path:
+    """Train (or finish) the three runs of a trio (the bilingual one as `trio_configs` says); returns the
+    trio folder."""
+    configs = trio_configs(config, source, target, overrides, bilingual)
     folder = configs["bi"].run_dir.parent
     for role in ROLES:  # each run validates its config and data before it writes anything
         if progress is not None:
             progress.console.rule(f"trio {source}-{target}: {role}")
         run_experiment(configs[role], resume=True, progress=progress)
     # written once all three runs exist: a trio folder with trio.json is complete
-    write_json_atomic(folder / TRIO_FILE, {"source": source, "target": target, "config": str(config), "overrides": list(overrides), "runs": list(ROLES)})
+    write_json_atomic(folder / TRIO_FILE, {"source": source, "target": target, "config": str(config), "overrides": list(overrides), "runs": list(ROLES), "bilingual": bilingual})
     return folder
 
 
