@@ -338,11 +338,17 @@ class MultiSource:
         self.losses = None
         return losses.cpu()
 
-    def combine_update(self, step: int, seed: int) -> torch.Tensor:
+    def combine_update(self, step: int, seed: int, world: int = 1) -> torch.Tensor:
         """Ask the combiner for the weights of update `step + 1`, write d into `.grad`; returns the weights."""
         assert self.buffer is not None
         grads = UpdateGradients(self.buffer.layer_grams(), step, seed, self.buffer.dot, self.buffer.layers)
         weights = self.combiner.weights(grads)
+        if world > 1:
+            # Every process solved the same problem (its combiner state stays in step); the main process's
+            # weights are the ones applied, so no rounding difference between machines can split the runs.
+            weights = weights.to(self.buffer.matrix.device)
+            torch.distributed.broadcast(weights, src=0)
+            weights = weights.cpu()
         direction = self.buffer.combine(weights)
         self.combiner.applied(direction)
         self.buffer.write_grad(direction)

@@ -303,7 +303,7 @@ class XlgapTrainer(Trainer):
                 f"{self.state.global_step + 1} (epoch {self.state.epoch or 0:.2f}); the update was not applied "
                 "and the last checkpoint is intact. Lower the learning rate, check the data, or use fp32."
             )
-        weights = ms.combine_update(len(self.stats.losses), self.args.seed)
+        weights = ms.combine_update(len(self.stats.losses), self.args.seed, self.args.world_size)
         terms = method_penalties(self.method, model)
         if terms:
             penalty = torch.stack(list(terms.values())).sum()
