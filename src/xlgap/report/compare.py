@@ -83,8 +83,7 @@ class RunScores:
 def run_label(run: Run) -> str:
     """A run's method label: its methods `+`-joined (DF without), with the combiner of a multi-source run."""
     multi = (run.config.get("train") or {}).get("multi_source") or {}
-    label = method_label(run.config.get("methods") or [])
-    return f"{label}+{multi['combiner']}" if multi.get("combiner") else label
+    return method_label(run.config.get("methods") or [], multi.get("combiner"))
 
 
 def run_scores(run: Run, split: str = "test", metric: str | None = None, label: str | None = None) -> RunScores:

@@ -26,9 +26,11 @@ class ExportError(UserError, ValueError):
     """An export target with an unknown extension, or runs with nothing to export."""
 
 
-def method_label(methods: list[dict[str, Any]]) -> str:
-    """The run's methods by name, `+`-joined (`DF` for plain fine-tuning)."""
-    return "+".join(m.get("name", "?") for m in methods) or "DF"
+def method_label(methods: list[dict[str, Any]], combiner: str | None = None) -> str:
+    """The run's methods by name, `+`-joined (`DF` for plain fine-tuning), then a multi-source run's
+    gradient combiner."""
+    label = "+".join(m.get("name", "?") for m in methods) or "DF"
+    return f"{label}+{combiner}" if combiner else label
 
 
 def rows(runs: list[Run]) -> list[dict[str, Any]]:
@@ -39,7 +41,7 @@ def rows(runs: list[Run]) -> list[dict[str, Any]]:
             seed = result["seed"]
             common = {
                 "run": run.name,
-                "method": method_label(result.get("methods") or []),
+                "method": method_label(result.get("methods") or [], ((result.get("methods_report") or {}).get("multi_source") or {}).get("combiner")),
                 "seed": seed,
                 "sources": ",".join(result["sources"]),
                 "selection": result["selection"],
