@@ -38,7 +38,7 @@ from xlgap.train.trainer import XlgapTrainer
 from xlgap.utils.hardware import device_description, resolve_precision
 
 LANGUAGES = ["en", "de", "fr", "es", "nl"]
-COMBINERS = ["mixed", "uniform", "lf-mlf", "pcgrad", "gradvac", "mgda"]
+COMBINERS = ["mixed", "uniform", "lf-mlf", "pcgrad", "gradvac"]
 EMBEDDING_VARIANTS = ["uniform +emb sparse", "lf-mlf +emb sparse", "lf-mlf +emb dense"]
 """At T = 3 only: the word embeddings trained too, their gradient held as touched rows or densely."""
 
