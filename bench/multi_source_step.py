@@ -3,7 +3,7 @@ and 5 source languages, and against one backward pass over the same examples mix
 the concatenated sources costs), measured as ratios in one run.
 
 Bundled multilingual-e5-small with a fresh NER head, word embeddings frozen (the CPU recipes' DF), PAN-X
-sources en, de, fr, es, nl (the first T), B examples per language and update. Variants run interleaved
+sources en, de, fr, es, ru (the first T), B examples per language and update. Variants run interleaved
 over rounds, each in a fresh process; an update is timed between the Trainer's on_step_begin and
 on_step_end, the first update of each process not counted. The combiner's own time (Gram matrices in
 float64, the QP or the projections, the combination) is timed inside the update; memory is the process's
@@ -37,7 +37,7 @@ from xlgap.train.multi_source import MultiSource
 from xlgap.train.trainer import XlgapTrainer
 from xlgap.utils.hardware import device_description, resolve_precision
 
-LANGUAGES = ["en", "de", "fr", "es", "nl"]
+LANGUAGES = ["en", "de", "fr", "es", "ru"]
 COMBINERS = ["mixed", "uniform", "lf-mlf", "pcgrad", "gradvac"]
 EMBEDDING_VARIANTS = ["uniform +emb sparse", "lf-mlf +emb sparse", "lf-mlf +emb dense"]
 """At T = 3 only: the word embeddings trained too, their gradient held as touched rows or densely."""
