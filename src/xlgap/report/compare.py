@@ -124,7 +124,7 @@ def paired_tests(run: RunScores, control: RunScores) -> list[PairedTest]:
         raise CompareError(
             f"{run.name} and {control.name} share {len(shared)} seed(s) ({shared}); a paired test needs at least 2"
         )
-    languages = [lang for lang in run.seeds[shared[0]] if all(lang in s for s in (*[run.seeds[x] for x in shared], *[control.seeds[x] for x in shared]))]
+    languages = [lang for lang in run.seeds[shared[0]] if all(lang in run.seeds[s] and lang in control.seeds[s] for s in shared)]
     tests = []
     for language in [*languages, TARGET_AVG, GAP]:
         a, b = np.array(run.values(language, shared)), np.array(control.values(language, shared))
