@@ -72,7 +72,7 @@ def test_gated_policy_four_follows_the_measurements_taken_before_the_step():
     assert fsf.lr_multipliers(5, stats)["fsf.policy_IV"] == 1.0  # layer 3's CKA rose: no more speed-up
     assert ungated.lr_multipliers(5, stats)["fsf.policy_IV"] == 10.0
     assert fsf.probe_values(5, stats)["cka_falling"] is False
-    assert fsf.cka_every() == 2 and ungated.cka_every() is None
+    assert fsf.cka_interval() == 2 and ungated.cka_interval() is None
     with pytest.raises(ValueError, match="iv_gate"):
         FineTuningSlowFast(iv_gate="always")
 

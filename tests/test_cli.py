@@ -152,3 +152,23 @@ def test_tensorboard_gets_per_language_curves_and_export_writes_long_rows(tiny_c
     assert len(pd.read_parquet(parquet)) == len(rows)
     bad = runner.invoke(app, ["export", str(run_dir), "-o", str(tmp_path / "scores.xlsx")])
     assert bad.exit_code == 2 and "expected a .csv or .parquet file name" in bad.output
+
+
+def test_methods_lists_every_option_with_its_help_and_the_docs_are_current():
+    from pathlib import Path
+
+    from xlgap.report.options import options_markdown
+
+    shown = runner.invoke(app, ["methods", "l2"])
+    words = set(shown.output.replace("'", " ").replace(",", " ").split())  # the table wraps long cells
+    assert shown.exit_code == 0 and {"strength", "lambda", "penalty", "decoupled", "0.01"} <= words
+    required = runner.invoke(app, ["methods", "ewc"])
+    assert {"fisher", "required"} <= set(required.output.split())
+    combiner = runner.invoke(app, ["methods", "gradvac"])
+    assert "train.multi_source.combiner" in combiner.output and "beta" in combiner.output
+    wrong = runner.invoke(app, ["methods", "lfmlf"])
+    assert wrong.exit_code == 2 and "did you mean 'lf-mlf'" in wrong.output
+    docs = Path(__file__).resolve().parents[1] / "docs" / "options.md"
+    assert docs.read_text(encoding="utf-8") == options_markdown(), (
+        "regenerate: xlgap methods --markdown > docs/options.md"
+    )

@@ -212,8 +212,15 @@ def test_build_combiner_errors_name_the_key():
         build_combiner("pcgard")
     with pytest.raises(CombinerError, match="options.momentum: not an option of combiner 'gradvac'"):
         build_combiner("gradvac", {"momentum": 1})
-    with pytest.raises(CombinerError, match="on_failure must be one of mgda, stop"):
+    with pytest.raises(
+        CombinerError, match="options.on_failure: expected one of 'mgda', 'stop', got 'ignore'"
+    ):
         build_combiner("lf-mlf", {"on_failure": "ignore"})
+    with pytest.raises(CombinerError, match="options.beta: expected a number, got 'fast'"):
+        build_combiner("gradvac", {"beta": "fast"})
+    assert build_combiner("gradvac", {"beta": "1e-3"}).beta == 0.001  # YAML 1.1 reads 1e-3 as a string
+    with pytest.raises(ValueError, match="lf-mlf on_failure: expected one of 'mgda', 'stop'"):
+        LFMLF(on_failure="ignore")  # built in Python, checked the same way
 
 
 @pytest.mark.parametrize("name", sorted(COMBINERS))

@@ -4,7 +4,9 @@ replayed from `losses.json` are the ones training used. Plus penalties under gra
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -18,11 +20,13 @@ from tiny import (
     write_tiny_model,
     write_tiny_udpos,
 )
+from xlgap.combiners import COMBINERS
 from xlgap.config import config_from_dict
-from xlgap.methods import L2, METHODS, Compose, FineTuningSlowFast, build_method
+from xlgap.methods import L2, METHODS, Compose, FineTuningSlowFast, MethodError, build_method
 from xlgap.report.plots import multiplier_curves
 from xlgap.results import load_run
 from xlgap.train.run import run_experiment
+from xlgap.utils.options import REQUIRED, coerce, option, option_hints, options_of
 
 FSF_TINY = {"window": 2, "threshold": 0.05, "policies": SETS_4_LAYERS}
 # Every registered method, with options that fit the 4-layer tiny BERT. A new method must add itself here.
@@ -150,8 +154,12 @@ def test_l2_pulls_towards_the_pretrained_weights_and_logs_its_penalty(tmp_path):
 
 
 def test_l2_options_are_checked():
-    with pytest.raises(ValueError, match="l2 mode: expected one of penalty, decoupled"):
+    with pytest.raises(
+        ValueError, match="l2 mode: expected one of 'penalty', 'decoupled', got 'weight_decay'"
+    ):
         L2(mode="weight_decay")
+    with pytest.raises(ValueError, match="l2 strength: expected a number, got 'strong'"):
+        L2(strength="strong")
     with pytest.raises(ValueError, match="l2 strength"):
         L2(strength=-1)
 
@@ -179,14 +187,43 @@ def test_a_method_registers_itself_with_its_decorator():
     from xlgap.methods import Method, register_method
 
     @register_method("contract_probe")
+    @dataclass(eq=False)
     class Probe(Method):
-        def __init__(self, strength: float = 1.0):
-            self.strength = strength
+        select: str = option(REQUIRED, "what it acts on")
+        strength: float = option(1.0, "how strong")
 
     try:
-        built = build_method({"name": "contract_probe", "strength": 2.0})
+        built = build_method({"name": "contract_probe", "strength": 2, "select": "head"})
         assert isinstance(built, Probe) and built.name == "contract_probe" and built.strength == 2.0
+        assert isinstance(built.strength, float)  # an integer in YAML is a number
+        assert [(o.name, o.type, o.default, o.help) for o in options_of(Probe)] == [
+            ("select", "a string", None, "what it acts on"),
+            ("strength", "a number", "1.0", "how strong"),
+        ]
+        with pytest.raises(
+            MethodError,
+            match="methods.select: method 'contract_probe' needs this option \\(what it acts on\\)",
+        ):
+            build_method({"name": "contract_probe"})
         with pytest.raises(ValueError, match="'contract_probe' is registered twice"):
-            register_method("contract_probe")(type("Other", (Method,), {}))
+            register_method("contract_probe")(dataclass(type("Other", (Method,), {})))
+        with pytest.raises(TypeError, match="decorate it with @dataclass"):
+            register_method("contract_plain")(type("Plain", (Method,), {}))
     finally:
         METHODS.pop("contract_probe")
+
+
+@pytest.mark.parametrize("registry", [METHODS, COMBINERS], ids=["methods", "combiners"])
+def test_every_option_has_help_and_a_default_of_its_type(registry):
+    """What `xlgap methods` shows: every option of every method and combiner says what it does, and its
+    default passes its own type check."""
+    for name, cls in registry.items():
+        hints = option_hints(cls)
+        for info in options_of(cls):
+            assert len(info.help) > 15, f"{name}.{info.name} has no help text"
+            default = next(f for f in dataclasses.fields(cls) if f.name == info.name)
+            if info.default is not None:
+                value = (
+                    default.default_factory() if default.default is dataclasses.MISSING else default.default
+                )
+                assert coerce(value, hints[info.name], info.name, ValueError) == value

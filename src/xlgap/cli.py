@@ -44,7 +44,9 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in the same folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing run folder of that name first."),
 ) -> None:
-    """Fine-tune on the source languages and evaluate every language, for every seed of CONFIG."""
+    """Fine-tune on the source languages and evaluate every language, for every seed of CONFIG.
+
+    The options of each method and combiner: `xlgap methods [NAME]`."""
     from xlgap.config import load_config
     from xlgap.results import load_run
     from xlgap.train.progress import RunProgress
@@ -460,6 +462,36 @@ def fisher(
     except UserError as err:
         _fail(str(err))
     console.print(f"Fisher of {lang} from {result.provenance['examples']} texts ({result.provenance['head']}): {output}")
+
+
+@app.command(name="methods")
+def methods_command(
+    name: str = typer.Argument(None, help="One method or combiner (default: all of them)."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print Markdown (what docs/options.md holds)."),
+) -> None:
+    """The methods and gradient combiners, with every option's type, default and help text."""
+    from rich.table import Table
+
+    from xlgap.report.options import components, find_component, options_markdown
+    from xlgap.utils.errors import UserError
+
+    if markdown:
+        typer.echo(options_markdown(), nl=False)
+        return
+    try:
+        chosen = [find_component(name)] if name else components()
+    except UserError as err:
+        _fail(str(err))
+    for component in chosen:
+        table = Table(
+            title=f"{component.name} ({component.config_key} {component.name})", title_justify="left"
+        )
+        for column in ("option", "type", "default", "what it does"):
+            table.add_column(column, overflow="fold")
+        for o in component.options:
+            table.add_row(o.name, o.type, "required" if o.default is None else o.default, o.help)
+        console.print(component.summary, highlight=False)
+        console.print(table if component.options else "  (no options)")
 
 
 @app.command(name="fisher-distance")

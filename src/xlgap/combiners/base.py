@@ -14,7 +14,8 @@ al.'s Eq. 1), and PCGrad and GradVac return the mean of their corrected gradient
 et al. sum them; the mean makes all five agree when no two gradients conflict, so that a comparison is
 not a comparison of step sizes under gradient clipping).
 
-A combiner registers itself with `@register_combiner("<name>")`; `build_combiner` makes one from the
+A combiner is a dataclass whose fields are its options, registered with `@register_combiner("<name>")`
+over `@dataclass(eq=False)`; `build_combiner` makes one from the
 config (`train.multi_source.combiner` and its options).
 """
 
@@ -29,6 +30,7 @@ from typing import Any, ClassVar
 import torch
 
 from xlgap.utils.errors import UserError
+from xlgap.utils.options import check_fields
 from xlgap.utils.registry import build_registered, registrar
 
 
@@ -66,6 +68,9 @@ class Combiner:
     """Turns one update's per-language gradients into weights (see the module docstring)."""
 
     name: ClassVar[str] = "combiner"
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def weights(self, grads: UpdateGradients) -> torch.Tensor:
         """The weights of this update: float64 `[T]` or `[L, T]`."""

@@ -19,11 +19,13 @@ embeddings, or the head (`UpdateGradients.layers`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from xlgap.combiners.base import Combiner, UpdateGradients, order_seed, register_combiner
+from xlgap.utils.options import option
 
 EPS = 1e-8
 
@@ -51,13 +53,16 @@ def gradvac_weights(gram: torch.Tensor, phi_hat: torch.Tensor, beta: float, gene
 
 
 @register_combiner("gradvac")
+@dataclass(eq=False)
 class GradVac(Combiner):
     """Per-layer gradient vaccine with EMA cosine targets (state: phi_hat per layer)."""
 
-    def __init__(self, beta: float = 0.01):
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must lie in [0, 1], got {beta}")
-        self.beta = beta
+    beta: float = option(0.01, "the EMA rate of the cosine targets phi_hat (GradVac's beta, in [0, 1])")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"gradvac beta: expected a rate in [0, 1], got {self.beta}")
         self.phi_hat: torch.Tensor | None = None
 
     def weights(self, grads: UpdateGradients) -> torch.Tensor:

@@ -26,16 +26,17 @@ Settled here, where the paper is silent or ambiguous:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
 from xlgap.combiners.base import Combiner, CombinerError, UpdateGradients, register_combiner
 from xlgap.combiners.mgda import min_norm_weights
 from xlgap.combiners.qp import solve_simplex_qp
+from xlgap.utils.options import option
 
 log = logging.getLogger(__name__)
-ON_FAILURE = ("mgda", "stop")
 
 
 def lf_mlf_weights(gram: torch.Tensor, c: torch.Tensor) -> torch.Tensor | None:
@@ -45,13 +46,17 @@ def lf_mlf_weights(gram: torch.Tensor, c: torch.Tensor) -> torch.Tensor | None:
 
 
 @register_combiner("lf-mlf")
+@dataclass(eq=False)
 class LFMLF(Combiner):
     """Problem 2 of Mao et al. at every update, with the accumulated direction g_bar as state."""
 
-    def __init__(self, on_failure: str = "mgda"):
-        if on_failure not in ON_FAILURE:
-            raise ValueError(f"on_failure must be one of {', '.join(ON_FAILURE)}, got {on_failure!r}")
-        self.on_failure = on_failure
+    on_failure: Literal["mgda", "stop"] = option(
+        "mgda",
+        "when the QP has no solution: mgda takes the min-norm weights for that update; stop ends the run with an error",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.direction: torch.Tensor | None = None
         self.failures: list[int] = []
         self.active: list[int] = [0, 0]  # updates solved; updates where a descent constraint was active

@@ -10,6 +10,8 @@ loop stops at a tolerance of 1e-3 on its step: MGDA is also LF-MLF's fallback an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from xlgap.combiners.base import Combiner, CombinerError, UpdateGradients, register_combiner
@@ -25,6 +27,7 @@ def min_norm_weights(gram: torch.Tensor) -> torch.Tensor:
 
 
 @register_combiner("mgda")
+@dataclass(eq=False)
 class MGDA(Combiner):
     """w = the min-norm point of the hull of the g_t."""
 

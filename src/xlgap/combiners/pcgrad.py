@@ -10,6 +10,8 @@ divides by T: the mean of the corrected gradients, on the scale of the other com
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torchjd.aggregation import PCGradWeighting
 
@@ -24,6 +26,7 @@ def pcgrad_weights(gram: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 @register_combiner("pcgrad")
+@dataclass(eq=False)
 class PCGrad(Combiner):
     """Project away conflicting components (random order per update)."""
 

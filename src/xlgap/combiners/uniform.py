@@ -3,12 +3,15 @@ the mean of the per-language gradients, at every update."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from xlgap.combiners.base import Combiner, UpdateGradients, register_combiner
 
 
 @register_combiner("uniform")
+@dataclass(eq=False)
 class Uniform(Combiner):
     """w_t = 1/T."""
 

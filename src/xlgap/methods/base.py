@@ -17,7 +17,7 @@ CLIs, files or the Trainer. Any of these hooks may be implemented (the defaults 
 - `probe_values(step, stats)`: extra numbers to log with each probe; a method with training phases
   reports the phase of the update after `step` as `"phase"` (plots shade phase P1 from it).
 - `report(stats)`: what the method did over the whole run (e.g. FSF's realised P1 share), for results.
-- `cka_every()`: how often (in updates) the trainer should measure each layer's CKA to the pretrained
+- `cka_interval()`: how often (in updates) the trainer should measure each layer's CKA to the pretrained
   model on the training batch into `stats.cka`, or None (the default: never).
 - `state_dict()` / `load_state_dict(state)`: whatever is needed to resume exactly; tensors may be part
   of it (checkpoints store them as safetensors beside the JSON).
@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from xlgap.utils.errors import UserError
+from xlgap.utils.options import check_fields
 from xlgap.utils.registry import registrar
 
 
@@ -126,9 +127,17 @@ class PrepareContext:
 
 
 class Method:
-    """Base class of all methods: every hook is optional and does nothing by default."""
+    """Base class of all methods: every hook is optional and does nothing by default.
+
+    A registered method is a dataclass (`@register_method("<name>")` over `@dataclass(eq=False)`) whose
+    fields are its options, declared with `option(default, help)`; `__post_init__` checks them against
+    their annotations (a subclass that validates more calls `super().__post_init__()` first) and sets up
+    the method's state."""
 
     name = "method"
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def reference_parameters(self, model: nn.Module) -> set[str]:
         """Names of the parameters whose pretrained values `prepare` will ask `context.references` for."""
@@ -156,7 +165,7 @@ class Method:
         """Extra values logged with each probe (default: none)."""
         return {}
 
-    def cka_every(self) -> int | None:
+    def cka_interval(self) -> int | None:
         """Updates between CKA measurements this method needs in `stats.cka` (default: None, none)."""
         return None
 
@@ -232,8 +241,8 @@ class Compose(Method):
             values.update(method.probe_values(step, stats))
         return values
 
-    def cka_every(self) -> int | None:
-        wanted = [every for every in (m.cka_every() for m in self.methods) if every]
+    def cka_interval(self) -> int | None:
+        wanted = [every for every in (m.cka_interval() for m in self.methods) if every]
         return min(wanted) if wanted else None
 
     def report(self, stats: TrainingStats) -> dict[str, Any]:

@@ -27,6 +27,7 @@ which the in-place method contract cannot do; they are not offered.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,8 +35,9 @@ from torch import nn
 
 from xlgap.methods.base import Method, PrepareContext, register_method
 from xlgap.models.anatomy import ADAPTER_ATTRIBUTE, model_anatomy
+from xlgap.utils.options import option
 
-HOULSBY_AFTER = ("attention.output.dense", "output.dense")
+HOULSBY_AFTER = ["attention.output.dense", "output.dense"]
 
 
 def train_only(model: nn.Module, selector: str) -> None:
@@ -48,6 +50,7 @@ def train_only(model: nn.Module, selector: str) -> None:
 
 
 @register_method("bitfit")
+@dataclass(eq=False)
 class BitFit(Method):
     """Train the bias terms and the task head only (BitFit)."""
 
@@ -57,16 +60,23 @@ class BitFit(Method):
 
 
 @register_method("lora")
+@dataclass(eq=False)
 class LoRA(Method):
     """Low-rank updates of the projections `target_modules` through peft; the head is trained too."""
 
-    def __init__(self, rank: int = 8, alpha: float = 16, dropout: float = 0.1, target_modules: list[str] | None = None):
-        if rank < 1:
-            raise ValueError(f"lora rank: expected an integer >= 1, got {rank}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"lora dropout: expected a value in [0, 1), got {dropout}")
-        self.rank, self.alpha, self.dropout = rank, alpha, dropout
-        self.target_modules = list(target_modules or ["query", "value"])
+    rank: int = option(8, "r, the rank of the update B A (>= 1)")
+    alpha: float = option(16.0, "the update is scaled by alpha / r")
+    dropout: float = option(0.1, "dropout on the LoRA input, in [0, 1)")
+    target_modules: list[str] = option(
+        ["query", "value"], "names of the linear modules that get a low-rank update (peft's target_modules)"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rank < 1:
+            raise ValueError(f"lora rank: expected an integer >= 1, got {self.rank}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora dropout: expected a value in [0, 1), got {self.dropout}")
 
     def prepare(self, model: nn.Module, context: PrepareContext) -> None:
         """Inject the LoRA layers (seeded: A is random), then train only them and the head."""
@@ -103,14 +113,21 @@ def _apply_adapter(module: nn.Module, inputs: Any, output: torch.Tensor) -> torc
 
 
 @register_method("adapter")
+@dataclass(eq=False)
 class Adapter(Method):
     """Houlsby bottleneck adapters of `size` after the modules `after` of every layer (BERT / XLM-R
     names by default); trains them, the LayerNorms (`train_layernorm`) and the head."""
 
-    def __init__(self, size: int = 64, after: list[str] | None = None, train_layernorm: bool = True):
-        if size < 1:
-            raise ValueError(f"adapter size: expected an integer >= 1, got {size}")
-        self.size, self.after, self.train_layernorm = size, list(after or HOULSBY_AFTER), train_layernorm
+    size: int = option(64, "the bottleneck width (>= 1)")
+    after: list[str] = option(
+        HOULSBY_AFTER, "names (suffixes) of the linear modules of each layer that an adapter follows"
+    )
+    train_layernorm: bool = option(True, "train the LayerNorms too, as Houlsby et al. do")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.size < 1:
+            raise ValueError(f"adapter size: expected an integer >= 1, got {self.size}")
 
     def prepare(self, model: nn.Module, context: PrepareContext) -> None:
         """Add one adapter after each matching projection (seeded), then freeze everything else."""

@@ -60,12 +60,14 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from torch import nn
 
 from xlgap.methods.base import Method, ParamGroup, TrainingStats, register_method
 from xlgap.models.anatomy import model_anatomy
+from xlgap.utils.options import option
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,6 @@ def loss_ratio(losses: list[float], window: int) -> float | None:
 
 AUTO_RATIO = 0.5
 P1_WARNING_SHARE = 0.05
-PHASES = ("latched", "per_update")
 
 
 class PhaseDetector:
@@ -271,6 +272,7 @@ def depth_scaled_sets(num_layers: int) -> dict[str, str]:
 
 
 @register_method("fsf")
+@dataclass(eq=False)
 class FineTuningSlowFast(Method):
     """FSF: slow down cross-lingual weights while the loss falls fast, speed up task weights later.
 
@@ -280,55 +282,65 @@ class FineTuningSlowFast(Method):
     switch it off (e.g. `{"IV": None}`, as the paper does for NER). Table 8's "S_II to S_I" ablation
     is `{"I": "S2", "II": "S1"}`.
     """
-    default_policies: tuple[str, ...] = POLICIES
 
-    def __init__(
-        self,
-        c1: float = 0.01,
-        c2: float = 10.0,
-        r: float = 3.0,
-        window: int = 100,
-        threshold: float | str = 0.1,
-        policies: dict[str, str | None] | None = None,
-        iv_gate: str | None = None,
-        cka_every: int = 100,
-        phase: str = "latched",
-        auto_ratio: float = AUTO_RATIO,
-        cka_trend: int = CKA_TREND,
-        cka_tolerance: float = CKA_TOLERANCE,
-    ):
-        unknown = sorted(set(policies or {}) - set(POLICIES))
+    default_policies = POLICIES
+
+    c1: float = option(0.01, "policy I's slow-down factor K = c1 on S1 during phase P1, in [0, 1]")
+    c2: float = option(10.0, "policy IV's speed-up factor K = c2 on V2 during phase P2 (>= 1)")
+    r: float = option(3.0, "policy II's exponent: K = R(phi) = 1 - (1 - phi)^r on S2 during P2 (> 0)")
+    window: int = option(100, "updates per loss window of the phase test and of phi (the paper's 100)")
+    threshold: float | Literal["auto"] = option(
+        0.1,
+        "P1 lasts while (previous window mean - recent window mean) > threshold (Section 3.2); 'auto' calibrates it on the run's loss",
+    )
+    policies: dict[str, str | None] = option(
+        {}, "per policy (I..IV): a selector, a set name (S1, S2, V1, V2), 'default', or null to switch it off"
+    )
+    iv_gate: Literal["cka"] | None = option(
+        None, "null: policy IV acts all of P2; 'cka': only while the top layers' CKA still falls"
+    )
+    cka_every: int = option(100, "updates between CKA measurements when iv_gate is 'cka'")
+    phase: Literal["latched", "per_update"] = option(
+        "latched", "latched: P1 ends once and never returns; per_update: re-tested at every update"
+    )
+    auto_ratio: float = option(
+        AUTO_RATIO,
+        "with threshold 'auto': the threshold is this fraction of the drop between the first two post-warm-up windows, in (0, 1)",
+    )
+    cka_trend: int = option(
+        CKA_TREND, "with iv_gate 'cka': how many measurements the falling trend spans (>= 2)"
+    )
+    cka_tolerance: float = option(
+        CKA_TOLERANCE, "with iv_gate 'cka': the CKA rise tolerated while still counted as falling (>= 0)"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = sorted(set(self.policies) - set(POLICIES))
         if unknown:
             raise ValueError(f"fsf policies: unknown policy {unknown}; expected keys among {list(POLICIES)}")
-        policies = {**{p: "default" for p in self.default_policies}, **(policies or {})}
-        if window <= 0:
-            raise ValueError(f"fsf window: expected a positive number of updates, got {window}")
-        if not 0 <= c1 <= 1:
-            raise ValueError(f"fsf c1: expected a slow-down factor in [0, 1], got {c1}")
-        if c2 < 1:
-            raise ValueError(f"fsf c2: expected a speed-up factor >= 1, got {c2}")
-        if r <= 0:
-            raise ValueError(f"fsf r: expected a positive exponent, got {r}")
-        if iv_gate not in (None, "cka"):
-            raise ValueError(f"fsf iv_gate: expected null (policy IV for all of P2) or 'cka', got {iv_gate!r}")
-        if cka_every <= 0:
-            raise ValueError(f"fsf cka_every: expected a positive number of updates, got {cka_every}")
-        if not any(policies.get(p) for p in POLICIES):
+        self.policies = {**{p: "default" for p in self.default_policies}, **self.policies}
+        if self.window <= 0:
+            raise ValueError(f"fsf window: expected a positive number of updates, got {self.window}")
+        if not 0 <= self.c1 <= 1:
+            raise ValueError(f"fsf c1: expected a slow-down factor in [0, 1], got {self.c1}")
+        if self.c2 < 1:
+            raise ValueError(f"fsf c2: expected a speed-up factor >= 1, got {self.c2}")
+        if self.r <= 0:
+            raise ValueError(f"fsf r: expected a positive exponent, got {self.r}")
+        if self.cka_every <= 0:
+            raise ValueError(f"fsf cka_every: expected a positive number of updates, got {self.cka_every}")
+        if not any(self.policies.get(p) for p in POLICIES):
             raise ValueError("fsf policies: every policy is switched off; use plain fine-tuning instead")
-        if phase not in PHASES:
-            raise ValueError(f"fsf phase: expected one of {', '.join(PHASES)}, got {phase!r}")
-        if threshold != "auto" and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
-            raise ValueError(f"fsf threshold: expected a loss drop per update (e.g. 0.1) or 'auto', got {threshold!r}")
-        if not 0 < auto_ratio < 1:
-            raise ValueError(f"fsf auto_ratio: expected a fraction in (0, 1), got {auto_ratio}")
-        if cka_trend < 2 or cka_tolerance < 0:
-            raise ValueError(f"fsf cka_trend/cka_tolerance: expected >= 2 measurements and a tolerance >= 0, got {cka_trend}, {cka_tolerance}")
-        self.c1, self.c2, self.r = c1, c2, r
-        self.window, self.threshold, self.phase = window, threshold, phase
-        self.detector = PhaseDetector(window, threshold, latched=phase == "latched", auto_ratio=auto_ratio)
-        self.policies = policies
-        self.iv_gate, self.every = iv_gate, cka_every
-        self.cka_trend, self.cka_tolerance = cka_trend, cka_tolerance
+        if not 0 < self.auto_ratio < 1:
+            raise ValueError(f"fsf auto_ratio: expected a fraction in (0, 1), got {self.auto_ratio}")
+        if self.cka_trend < 2 or self.cka_tolerance < 0:
+            raise ValueError(
+                f"fsf cka_trend/cka_tolerance: expected >= 2 measurements and a tolerance >= 0, got {self.cka_trend}, {self.cka_tolerance}"
+            )
+        self.detector = PhaseDetector(
+            self.window, self.threshold, latched=self.phase == "latched", auto_ratio=self.auto_ratio
+        )
         self.selectors: dict[str, str] = {}
         self.declared: set[str] | None = None
 
@@ -404,8 +416,8 @@ class FineTuningSlowFast(Method):
             values["cka_falling"] = self.cka_falling(measured)
         return values
 
-    def cka_every(self) -> int | None:
-        return self.every if self.iv_gate == "cka" and self.policies.get("IV") else None
+    def cka_interval(self) -> int | None:
+        return self.cka_every if self.iv_gate == "cka" and self.policies.get("IV") else None
 
     def gate_layers(self, measurement: dict[str, Any]) -> list[int]:
         """The layers of policy IV's set (V2), which the CKA gate watches (24-layer models: four)."""

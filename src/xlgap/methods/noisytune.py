@@ -12,21 +12,31 @@ compared at a seed starts from the same perturbed model.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from xlgap.methods.base import Method, PrepareContext, register_method
 from xlgap.models.anatomy import model_anatomy
+from xlgap.utils.options import option
 
 
 @register_method("noisytune")
+@dataclass(eq=False)
 class NoisyTune(Method):
     """Perturb the pretrained weights once before training (see the module docstring)."""
 
-    def __init__(self, noise: float = 0.15, select: str = "all - head", matrices_only: bool = True):
-        if noise < 0:
-            raise ValueError(f"noisytune noise: expected lambda >= 0, got {noise}")
-        self.noise, self.select, self.matrices_only = noise, select, matrices_only
+    noise: float = option(0.15, "lambda of NoisyTune's Eq. 1: W += U(-lambda/2, lambda/2) * std(W) (>= 0)")
+    select: str = option("all - head", "selector of the parameters perturbed")
+    matrices_only: bool = option(
+        True, "perturb only parameters with two or more dimensions (not biases or LayerNorms)"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.noise < 0:
+            raise ValueError(f"noisytune noise: expected lambda >= 0, got {self.noise}")
 
     def prepare(self, model: nn.Module, context: PrepareContext) -> None:
         """Add U(-noise/2, noise/2) * std(W) to every selected weight matrix, in place."""

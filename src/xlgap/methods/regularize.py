@@ -13,7 +13,9 @@ every weight is pulled by the same fraction of its distance.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -21,20 +23,27 @@ from torch import nn
 from xlgap.methods.base import Method, PrepareContext, register_method
 from xlgap.methods.fisher_file import Fisher
 from xlgap.models.anatomy import model_anatomy
-
-L2_MODES = ("penalty", "decoupled")
+from xlgap.utils.options import REQUIRED, option
 
 
 @register_method("l2")
+@dataclass(eq=False)
 class L2(Method):
     """Keep the selected weights near their pretrained values (see the module docstring)."""
 
-    def __init__(self, strength: float = 0.01, select: str = "all - head", mode: str = "penalty"):
-        if strength < 0:
-            raise ValueError(f"l2 strength: expected lambda >= 0, got {strength}")
-        if mode not in L2_MODES:
-            raise ValueError(f"l2 mode: expected one of {', '.join(L2_MODES)}, got {mode!r}")
-        self.strength, self.select, self.mode = strength, select, mode
+    strength: float = option(
+        0.01, "lambda of Eq. 1: the penalty is lambda / 2 * sum (theta - theta*)^2 (>= 0)"
+    )
+    select: str = option("all - head", "selector of the parameters pulled towards their pretrained values")
+    mode: Literal["penalty", "decoupled"] = option(
+        "penalty",
+        "penalty: added to the task loss (Eq. 1); decoupled: theta -= lr * lambda * (theta - theta*) after each step",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.strength < 0:
+            raise ValueError(f"l2 strength: expected lambda >= 0, got {self.strength}")
         self.anchor: dict[str, torch.Tensor] = {}
 
     def reference_parameters(self, model: nn.Module) -> set[str]:
@@ -68,6 +77,7 @@ class L2(Method):
 
 
 @register_method("ewc")
+@dataclass(eq=False)
 class EWC(Method):
     """Elastic weight consolidation towards the pretrained weights (same paper, Eq. 2): strength / 2 *
     sum_i F_i (theta_i - theta*_i)^2 with F the diagonal Fisher of a target language's masked-LM loss
@@ -75,13 +85,23 @@ class EWC(Method):
     en); a Fisher of a mixed corpus is one file. The paper trains one model per target language, each
     with that language's Fisher: `configs/sweeps/` pairs each target with its Fisher."""
 
-    def __init__(self, fisher: str | list[str], strength: float = 1.0):
-        if strength < 0:
-            raise ValueError(f"ewc strength: expected lambda >= 0, got {strength}")
-        self.files = [fisher] if isinstance(fisher, str) else list(fisher)
+    fisher: str | list[str] = option(
+        REQUIRED,
+        "a Fisher file written by `xlgap fisher ... -o FILE`, or a list of them (their penalties add)",
+    )
+    strength: float = option(
+        1.0, "lambda of Eq. 2: the penalty is lambda / 2 * sum F (theta - theta*)^2 (>= 0)"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.strength < 0:
+            raise ValueError(f"ewc strength: expected lambda >= 0, got {self.strength}")
+        self.files = [self.fisher] if isinstance(self.fisher, str) else list(self.fisher)
         if not self.files:
-            raise ValueError("ewc fisher: expected a Fisher file (xlgap fisher ... -o FILE) or a list of them")
-        self.strength = strength
+            raise ValueError(
+                "ewc fisher: expected a Fisher file (xlgap fisher ... -o FILE) or a list of them"
+            )
         self.fishers: list[dict[str, torch.Tensor]] = []
         self.anchor: dict[str, torch.Tensor] = {}
 

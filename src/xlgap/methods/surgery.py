@@ -9,19 +9,24 @@ layers by 10 (`lr_scale: layers[-2:].attention`, scale 10). `configs/fsf-surgery
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from xlgap.methods.base import Method, ParamGroup, PrepareContext, register_method
 from xlgap.models.anatomy import model_anatomy
+from xlgap.utils.options import REQUIRED, option
 
 
 @register_method("freeze")
+@dataclass(eq=False)
 class Freeze(Method):
     """Keep the parameters named by `select` (a selector, e.g. `word_embeddings`) at their pretrained values."""
 
-    def __init__(self, select: str):
-        self.select = select
+    select: str = option(
+        REQUIRED, "selector of the parameters kept at their pretrained values (e.g. word_embeddings)"
+    )
 
     def prepare(self, model: nn.Module, context: PrepareContext) -> None:
         """Set requires_grad=False on the selected parameters (the optimizer then leaves them out)."""
@@ -32,13 +37,15 @@ class Freeze(Method):
 
 
 @register_method("reinit")
+@dataclass(eq=False)
 class Reinit(Method):
     """Re-initialise the parameters named by `select` before training, with the model's own initialiser
     (`PreTrainedModel._init_weights`: normal(0, initializer_range) matrices, zero biases, unit
     LayerNorms), seeded by the run's seed; the other parameters are untouched."""
 
-    def __init__(self, select: str):
-        self.select = select
+    select: str = option(
+        REQUIRED, "selector of the parameters re-initialised before training (e.g. layers[0])"
+    )
 
     def prepare(self, model: nn.Module, context: PrepareContext) -> None:
         """Re-initialise the selected parameters, module by module."""
@@ -67,13 +74,19 @@ class Reinit(Method):
 
 
 @register_method("lr_scale")
+@dataclass(eq=False)
 class LrScale(Method):
     """Multiply the learning rate of the parameters named by `select` by a constant `scale`."""
 
-    def __init__(self, select: str, scale: float = 10.0):
-        if scale <= 0:
-            raise ValueError(f"lr_scale scale: expected a positive factor, got {scale}")
-        self.select, self.scale = select, scale
+    select: str = option(
+        REQUIRED, "selector of the parameters whose learning rate is scaled (e.g. layers[-2:].attention)"
+    )
+    scale: float = option(10.0, "the constant factor on their learning rate (> 0)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scale <= 0:
+            raise ValueError(f"lr_scale scale: expected a positive factor, got {self.scale}")
 
     def param_groups(self, model: nn.Module) -> dict[str, ParamGroup]:
         """One group, `lr_scale`, with the static scale."""

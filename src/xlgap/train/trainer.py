@@ -10,7 +10,7 @@ It keeps the Trainer's conventions (TrainingArguments, checkpoints, `resume_from
 - `compute_loss` adds the methods' penalties, records the task loss of every update (the statistics
   dynamic methods read, averaged over processes so every rank takes the same decision), and stops
   on a non-finite loss before that update is applied;
-- when a method asks for it (`cka_every()`), every so many updates it measures each layer's CKA to
+- when a method asks for it (`cka_interval()`), every so many updates it measures each layer's CKA to
   the model as passed in (the pretrained one) on the current training batch into `stats.cka` (this
   keeps a frozen copy of that model: its memory once more, and two forward passes per measurement);
 - checkpoints also hold those statistics and the methods' state (`xlgap_state.json`), so a resumed
@@ -121,7 +121,7 @@ class XlgapTrainer(Trainer):
         self.declared_groups: set[str] = set()
         self._update_loss: torch.Tensor | None = None
         self._update_penalties: dict[str, float] | None = None
-        self.cka_every = self.method.cka_every()
+        self.cka_every = self.method.cka_interval()
         trainer_kwargs.setdefault("compute_loss_func", classification_loss)
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
         self.context = self._prepare_methods(context or PrepareContext())

@@ -1,21 +1,31 @@
 """Registries of named components (methods, gradient combiners): a class decorator that files a class
 under its config name, and the one builder that turns a config entry into an instance, with errors that
-name the config key, suggest the closest name and list what is allowed."""
+name the config key, suggest the closest name and list what is allowed.
+
+Every registered class is a dataclass whose init fields are its options (declared with
+`xlgap.utils.options.option`, which carries their help text), so the builder checks each value against
+its field's type before anything runs and `xlgap methods` can list them."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import inspect
 from collections.abc import Callable
 from typing import Any
 
+from xlgap.utils.options import coerce, option_hints, options_of, required_options
+
 
 def registrar(registry: dict[str, type], what: str) -> Callable[[str], Callable[[type], type]]:
-    """A decorator factory: `@register("<name>")` files a class in `registry` under `name`, which also
-    becomes its `name` attribute; `what` names the kind of component in errors."""
+    """A decorator factory: `@register("<name>")` files a dataclass in `registry` under `name`, which
+    also becomes its `name` attribute; `what` names the kind of component in errors."""
 
     def register(name: str) -> Callable[[type], type]:
         def decorate(cls: type) -> type:
+            if not dataclasses.is_dataclass(cls):
+                raise TypeError(
+                    f"{what} {cls.__name__}: decorate it with @dataclass(eq=False) under @register; its fields are its options"
+                )
             if name in registry and registry[name] is not cls:
                 raise ValueError(f"{what} name {name!r} is registered twice ({registry[name].__name__}, {cls.__name__})")
             cls.name = name
@@ -44,11 +54,17 @@ def build_registered(
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise error(f"{name_key}: unknown {what} {name!r}{hint}; expected one of {', '.join(sorted(registry))}")
     factory = registry[name]
-    allowed = set(inspect.signature(factory).parameters)
-    for key in options:
-        if key not in allowed:
-            raise error(f"{options_key}{key}: not an option of {what} '{name}'; expected one of {sorted(allowed)}")
+    hints = option_hints(factory)
+    checked = {}
+    for key, value in options.items():
+        if key not in hints:
+            raise error(f"{options_key}{key}: not an option of {what} '{name}'; expected one of {sorted(hints)}")
+        checked[key] = coerce(value, hints[key], f"{options_key}{key}", error)
+    helps = {o.name: o.help for o in options_of(factory)}
+    for key in required_options(factory):
+        if key not in options:
+            raise error(f"{options_key}{key}: {what} '{name}' needs this option ({helps[key] or 'no default'})")
     try:
-        return factory(**options)
+        return factory(**checked)
     except (TypeError, ValueError) as err:
         raise error(f"{options_key.rstrip('.')} ({name}): {err}") from None
