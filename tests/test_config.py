@@ -90,3 +90,15 @@ def test_every_sweep_file_defines_valid_runs(path):
 
     sweep = load_sweep(path, [], None, None, None)  # loads the config of every point
     assert len(sweep.points()) >= 3
+
+
+def test_a_tracker_whose_package_is_missing_is_refused_before_the_run(monkeypatch):
+    import importlib.util
+
+    import xlgap.config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(xlgap.config.importlib.util, "find_spec", lambda name: None if name == "wandb" else real(name))
+    with pytest.raises(ConfigError, match=r"train.report_to.1: wandb needs the 'wandb' package, which is not installed \(pip install wandb\)"):
+        config_from_dict({"name": "x", "train": {"report_to": ["tensorboard", "wandb"]}})
+    assert config_from_dict({"name": "x", "train": {"report_to": ["tensorboard", "none"]}}).train.report_to == ["tensorboard", "none"]

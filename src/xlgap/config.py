@@ -10,6 +10,7 @@ names the key (and the file it came from) and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ from xlgap.utils.hardware import PRECISIONS
 from xlgap.utils.options import coerce
 
 SELECTION_RULES = ("avg_dev", "source_dev", "last")
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "none": None}
+"""The trackers `train.report_to` accepts, and the package each needs."""
 
 
 class ConfigError(UserError, ValueError):
@@ -299,10 +304,12 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"train.checkpoint_every: expected a positive integer or null, got {cfg.train.checkpoint_every}")
     if cfg.train.checkpoint_minutes <= 0:
         raise ConfigError(f"train.checkpoint_minutes: expected a positive number, got {cfg.train.checkpoint_minutes}")
-    trackers = ("tensorboard", "wandb", "mlflow", "none")
     for i, tracker in enumerate(cfg.train.report_to):
-        if tracker not in trackers:
-            raise ConfigError(f"train.report_to.{i}: expected one of {', '.join(trackers)}, got {tracker!r}")
+        if tracker not in TRACKER_PACKAGES:
+            raise ConfigError(f"train.report_to.{i}: expected one of {', '.join(TRACKER_PACKAGES)}, got {tracker!r}")
+        package = TRACKER_PACKAGES[tracker]
+        if package and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"train.report_to.{i}: {tracker} needs the '{package}' package, which is not installed (pip install {package})")
     if cfg.train.precision not in PRECISIONS:
         raise ConfigError(f"train.precision: expected one of {', '.join(PRECISIONS)}, got {cfg.train.precision!r}")
     if cfg.data.train_split not in ("train", "dev"):
