@@ -18,7 +18,14 @@ from pathlib import Path
 
 from benchdoc import DOC, update_section
 from xlgap.config import load_config
-from xlgap.report.compare import compare_runs, plot_critical_difference, report_markdown, run_scores
+from xlgap.report.compare import (
+    TARGET_AVG,
+    ComparisonReport,
+    compare_runs,
+    plot_critical_difference,
+    report_markdown,
+    run_scores,
+)
 from xlgap.results import load_run
 from xlgap.train.run import run_experiment
 
@@ -33,6 +40,45 @@ def run(recipe: str, data_dir: Path, out: Path, seeds: list[int]) -> Path:
     print(f"== {cfg.name}", flush=True)
     run_experiment(cfg, resume=True)
     return cfg.run_dir
+
+
+def verdict(report: ComparisonReport, singles: list) -> list[str]:
+    """Plain sentences from the measured numbers: each combiner against Uniform on the target average,
+    the Friedman ranking, LF-MLF against the best single-source model, and the paper's claim."""
+    control = next(r for r in report.runs if r.name == report.control or r.label == report.control)
+    lines = []
+    for run in report.runs:
+        test = next((t for t in report.tests.get(run.name, []) if t.language == TARGET_AVG), None)
+        if test is None:
+            continue
+        mark = "significant" if test.p < report.alpha else "not significant"
+        lines.append(
+            f"- {run.label} - {control.label}, target average: {test.difference:+.2f} points "
+            f"(paired t-test over {test.seeds} seeds, p = {test.p:.3f}: {mark} at {report.alpha})."
+        )
+    f = report.friedman
+    if f is not None:
+        best = min(f.methods, key=lambda m: f.mean_ranks[m])
+        lines.append(
+            f"- Friedman over {len(f.blocks)} (setting, target) blocks: p = {f.p:.3g}; best mean rank {best} "
+            f"({f.mean_ranks[best]:.2f}; critical difference {f.critical_difference:.2f})."
+        )
+    lf = next(r for r in report.runs if r.label == "lf-mlf")
+    best_single = max(singles, key=lambda s: s.mean(TARGET_AVG))
+    lines.append(
+        f"- LF-MLF's target average {lf.mean(TARGET_AVG):.1f} vs the best single-source model ({best_single.label}) "
+        f"{best_single.mean(TARGET_AVG):.1f}, Uniform {control.mean(TARGET_AVG):.1f}."
+    )
+    others = [r for r in report.runs if r is not lf]
+    beats = all(lf.mean(TARGET_AVG) > r.mean(TARGET_AVG) for r in others) and lf.mean(TARGET_AVG) > best_single.mean(TARGET_AVG)
+    lf_test = next((t for t in report.tests.get(lf.name, []) if t.language == TARGET_AVG), None)
+    significant = lf_test is not None and lf_test.p < report.alpha and lf_test.difference > 0
+    claim = "reproduced" if beats and significant else ("in direction only (not significant)" if beats else "not reproduced")
+    lines.append(
+        "- Mao et al.'s claim that LF-MLF gives the best zero-shot average of the multi-source methods and SLF: "
+        f"{claim} at this scale."
+    )
+    return lines
 
 
 def main() -> None:
@@ -66,6 +112,10 @@ def main() -> None:
         "| SLF run | its source F1 | target avg F1 |",
         "|---|---|---|",
         *slf_rows,
+        "",
+        "Verdict (generated from the numbers below):",
+        "",
+        *verdict(report, singles),
         "",
         "The `xlgap compare` output against Uniform (the paper's baseline):",
         "",
