@@ -55,7 +55,8 @@ def gradvac_weights(gram: torch.Tensor, phi_hat: torch.Tensor, beta: float, gene
 @register_combiner("gradvac")
 @dataclass(eq=False)
 class GradVac(Combiner):
-    """Per-layer gradient vaccine with EMA cosine targets (state: phi_hat per layer)."""
+    """GradVac (Wang et al., ICLR 2021): per layer, raise the cosine of each pair of language gradients, where it is below
+    its EMA target phi_hat (kept as state), to that target, then average."""
 
     beta: float = option(0.01, "the EMA rate of the cosine targets phi_hat (GradVac's beta, in [0, 1])")
 

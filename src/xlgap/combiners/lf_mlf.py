@@ -48,7 +48,8 @@ def lf_mlf_weights(gram: torch.Tensor, c: torch.Tensor) -> torch.Tensor | None:
 @register_combiner("lf-mlf")
 @dataclass(eq=False)
 class LFMLF(Combiner):
-    """Problem 2 of Mao et al. at every update, with the accumulated direction g_bar as state."""
+    """LF-MLF (Mao et al., NeurIPS 2022, Problem 2): at every update, the simplex weights whose combined step
+    descends for every source language and stays closest to the accumulated direction g_bar (kept as state)."""
 
     on_failure: Literal["mgda", "stop"] = option(
         "mgda",

@@ -29,7 +29,8 @@ def min_norm_weights(gram: torch.Tensor) -> torch.Tensor:
 @register_combiner("mgda")
 @dataclass(eq=False)
 class MGDA(Combiner):
-    """w = the min-norm point of the hull of the g_t."""
+    """MGDA (Sener and Koltun, NeurIPS 2018): the weights of the min-norm point of the convex hull of the
+    language gradients."""
 
     def weights(self, grads: UpdateGradients) -> torch.Tensor:
         return min_norm_weights(grads.gram)

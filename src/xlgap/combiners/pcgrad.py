@@ -28,7 +28,8 @@ def pcgrad_weights(gram: torch.Tensor, seed: int) -> torch.Tensor:
 @register_combiner("pcgrad")
 @dataclass(eq=False)
 class PCGrad(Combiner):
-    """Project away conflicting components (random order per update)."""
+    """PCGrad (Yu et al., NeurIPS 2020): project each language gradient off the others it conflicts with
+    (random order per update), then average."""
 
     def weights(self, grads: UpdateGradients) -> torch.Tensor:
         return pcgrad_weights(grads.gram, order_seed(grads.seed, grads.step))

@@ -13,7 +13,7 @@ from xlgap.combiners.base import Combiner, UpdateGradients, register_combiner
 @register_combiner("uniform")
 @dataclass(eq=False)
 class Uniform(Combiner):
-    """w_t = 1/T."""
+    """Uniform: the mean of the language gradients, w_t = 1/T."""
 
     def weights(self, grads: UpdateGradients) -> torch.Tensor:
         return torch.full((grads.languages,), 1.0 / grads.languages, dtype=torch.float64)

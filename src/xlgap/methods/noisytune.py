@@ -25,7 +25,8 @@ from xlgap.utils.options import option
 @register_method("noisytune")
 @dataclass(eq=False)
 class NoisyTune(Method):
-    """Perturb the pretrained weights once before training (see the module docstring)."""
+    """NoisyTune (Wu et al., ACL 2022): before training, add U(-noise/2, noise/2) * std(W) to every selected
+    weight matrix W, seeded by the run's seed."""
 
     noise: float = option(0.15, "lambda of NoisyTune's Eq. 1: W += U(-lambda/2, lambda/2) * std(W) (>= 0)")
     select: str = option("all - head", "selector of the parameters perturbed")

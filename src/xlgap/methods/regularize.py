@@ -29,7 +29,8 @@ from xlgap.utils.options import REQUIRED, option
 @register_method("l2")
 @dataclass(eq=False)
 class L2(Method):
-    """Keep the selected weights near their pretrained values (see the module docstring)."""
+    """L2 towards the pretrained weights theta* (Eq. 1): strength / 2 * sum (theta - theta*)^2 over the selected
+    parameters, added to the loss or (mode: decoupled) applied as a pull in the optimizer step."""
 
     strength: float = option(
         0.01, "lambda of Eq. 1: the penalty is lambda / 2 * sum (theta - theta*)^2 (>= 0)"
