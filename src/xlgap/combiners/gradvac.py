@@ -55,8 +55,8 @@ def gradvac_weights(gram: torch.Tensor, phi_hat: torch.Tensor, beta: float, gene
 @register_combiner("gradvac")
 @dataclass(eq=False)
 class GradVac(Combiner):
-    """GradVac (Wang et al., ICLR 2021): per layer, raise the cosine of each pair of language gradients, where it is below
-    its EMA target phi_hat (kept as state), to that target, then average."""
+    """GradVac (Wang et al., ICLR 2021): per layer, raise the cosine of each pair of language gradients
+    to its EMA target phi_hat (kept as state) where it is below it, then average."""
 
     beta: float = option(0.01, "the EMA rate of the cosine targets phi_hat (GradVac's beta, in [0, 1])")
 
