@@ -188,3 +188,55 @@ def test_fisher_and_fisher_distance_commands(tmp_path):
     assert bad.exit_code == 2 and "give exactly one of --text FILE, --from-data TASK or --hub" in bad.output
     bad = runner.invoke(app, ["fisher-distance", written[1], written[2], "--reference", "en"])
     assert bad.exit_code == 2 and "no Fisher of the reference language 'en'" in bad.output
+
+
+def test_ewc_with_a_fisher_per_target_trains_one_model_per_target(tmp_path):
+    """The paper's EWC: one model per target language, each with that language's Fisher and scored on
+    that language; a source's score is the mean over the models; the table says so."""
+    from tiny import write_tiny_model
+    from xlgap.config import ConfigError, config_from_dict
+    from xlgap.results import load_run
+    from xlgap.train.run import run_experiment
+
+    model_dir, data = write_tiny_model(tmp_path / "model"), write_tiny_udpos(tmp_path / "data")
+    shapes = {n: p.shape for n, p in tiny_bert(num_labels=17).named_parameters() if ".layer." in n}
+    fishers = {}
+    for i, lang in enumerate(("de", "fr")):
+        generator = torch.Generator().manual_seed(i)
+        fishers[lang] = str(tmp_path / f"{lang}.safetensors")
+        Fisher({n: 50 * torch.rand(s, generator=generator) for n, s in shapes.items()}, {"language": lang}).save(fishers[lang])
+
+    def config(name, fisher, targets=None):
+        return config_from_dict({
+            "name": name, "output_dir": str(tmp_path / "runs"), "seeds": [1], "model": {"name": model_dir},
+            "data": {"task": "udpos", "dir": data, "target_languages": targets, "max_length": 16},
+            "methods": [{"name": "ewc", "fisher": fisher, "strength": 10.0}],
+            "train": {"learning_rate": 3e-3, "epochs": 2, "batch_size": 4}, "eval": {"every": 6, "probe_examples": 10},
+        })  # fmt: skip
+
+    run_experiment(config("per-target", fishers))
+    run_dir = tmp_path / "runs" / "per-target"
+    merged = json.loads((run_dir / "seed-1" / "results.json").read_text())
+    parts = {lang: json.loads((run_dir / f"target-{lang}" / "seed-1" / "results.json").read_text()) for lang in fishers}
+    assert merged["targets"] == ["de", "fr"] and all(p["targets"] == [lang] for lang, p in parts.items())
+    for lang in fishers:
+        assert merged["test"]["scores"][lang] == parts[lang]["test"]["scores"][lang]
+        assert merged["best_step"][lang] == parts[lang]["best_step"]
+    assert merged["test"]["scores"]["en"] == pytest.approx((parts["de"]["test"]["scores"]["en"] + parts["fr"]["test"]["scores"]["en"]) / 2)
+    assert merged["test"]["target_avg"] == pytest.approx((merged["test"]["scores"]["de"] + merged["test"]["scores"]["fr"]) / 2)
+    assert "one model per target language" in (run_dir / "summary.md").read_text()
+    # each model is exactly a run with that language's Fisher: the same scores as that run on its own
+    alone = run_experiment(config("fr-alone", fishers["fr"], ["fr"]))
+    assert alone["test"]["metrics"]["accuracy"]["scores"]["fr"]["mean"] == parts["fr"]["test"]["scores"]["fr"]
+    assert [m["fisher"] for m in parts["de"]["methods"]] == [fishers["de"]]  # each model got its own language's Fisher
+    from xlgap.report.tables import comparison
+
+    assert "one model per target language" in comparison([load_run(run_dir)]).target_note()
+    # resuming a finished per-target run trains nothing again
+    stamp = (run_dir / "target-de" / "seed-1" / "results.json").stat().st_mtime_ns
+    run_experiment(config("per-target", fishers), resume=True)
+    assert (run_dir / "target-de" / "seed-1" / "results.json").stat().st_mtime_ns == stamp
+    # targets that do not match the Fishers are refused before any folder is written
+    with pytest.raises(ConfigError, match=r"methods.0.fisher: one Fisher per target language; data.target_languages \['de'\] does not list \['fr'\]"):
+        run_experiment(config("mismatch", fishers, ["de"]))
+    assert not (tmp_path / "runs" / "mismatch").exists()

@@ -86,6 +86,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         "seeds": [r["seed"] for r in results],
         "best_steps": [r["best_step"] for r in results],
     }
+    if "per_target" in first:
+        summary["per_target"] = first["per_target"]["note"]
     reports = [r.get("methods_report") or {} for r in results]
     numbers = sorted({k for rep in reports for k, v in rep.items() if isinstance(v, int | float) and not isinstance(v, bool)})
     summary["methods_report"] = {k: mean_std([rep[k] for rep in reports if rep.get(k) is not None]) for k in numbers}
@@ -139,6 +141,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"- sources: {', '.join(summary['sources'])}; seeds: {summary['seeds']} (best steps {summary['best_steps']})",
         "- cells are mean ± sample std over seeds; target avg excludes the sources; gap = source - target avg",
     ]
+    if "per_target" in summary:
+        lines.append(f"- {summary['per_target']}")
     for key, value in summary.get("methods_settings", {}).items():
         lines.append(f"- {key}: {value}")
     if "multi_source" in summary:

@@ -84,29 +84,34 @@ class EWC(Method):
     sum_i F_i (theta_i - theta*_i)^2 with F the diagonal Fisher of a target language's masked-LM loss
     (`xlgap fisher`). Several Fisher files add several penalties (the paper's Appendix F, e.g. fr and
     en); a Fisher of a mixed corpus is one file. The paper trains one model per target language, each
-    with that language's Fisher: `configs/sweeps/` pairs each target with its Fisher."""
+    with that language's Fisher: `fisher: {de: de.safetensors, zh: zh.safetensors}` makes `xlgap run`
+    train one model per target, each with its own Fisher and scored on its own language
+    (`xlgap.train.per_target`); one EWC object holds one model's Fishers."""
 
-    fisher: str | list[str] = option(
+    fisher: str | list[str] | dict[str, str] = option(
         REQUIRED,
-        "a Fisher file written by `xlgap fisher ... -o FILE`, or a list of them (their penalties add)",
+        "a Fisher file written by `xlgap fisher ... -o FILE`, a list of them (their penalties add), or "
+        "{target language: file}: one model per target, each with its own Fisher",
     )
-    strength: float = option(
-        1.0, "lambda of Eq. 2: the penalty is lambda / 2 * sum F (theta - theta*)^2 (>= 0)"
-    )
+    strength: float = option(1.0, "lambda of Eq. 2: the penalty is lambda / 2 * sum F (theta - theta*)^2 (>= 0)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.strength < 0:
             raise ValueError(f"ewc strength: expected lambda >= 0, got {self.strength}")
-        self.files = [self.fisher] if isinstance(self.fisher, str) else list(self.fisher)
-        if not self.files:
-            raise ValueError(
-                "ewc fisher: expected a Fisher file (xlgap fisher ... -o FILE) or a list of them"
-            )
+        if not self.fisher:
+            raise ValueError("ewc fisher: expected a Fisher file (xlgap fisher ... -o FILE), a list of them, or {language: file}")
+        # a mapping is one model per target: the runner gives each model its own file
+        self.files = [] if isinstance(self.fisher, dict) else [self.fisher] if isinstance(self.fisher, str) else list(self.fisher)
         self.fishers: list[dict[str, torch.Tensor]] = []
         self.anchor: dict[str, torch.Tensor] = {}
 
     def _load(self) -> list[dict[str, torch.Tensor]]:
+        if isinstance(self.fisher, dict):
+            raise ValueError(
+                "ewc fisher: a Fisher per target language means one model per target; xlgap run trains them "
+                "(in your own script, build one EWC per target with that language's file)"
+            )
         return [Fisher.load(Path(f)).tensors for f in self.files]
 
     def reference_parameters(self, model: nn.Module) -> set[str]:

@@ -61,9 +61,16 @@ def rows(runs: list[Run]) -> list[dict[str, Any]]:
                     continue
                 for metric, values in block["metrics"].items():
                     for lang, value in values["scores"].items():
-                        out.append({**common, "language": lang, "split": split, "step": result["best_step"],
+                        out.append({**common, "language": lang, "split": split, "step": selected_step(result, lang),
                                     "metric": metric, "value": value, "examples": block["examples"].get(lang)})  # fmt: skip
     return out
+
+
+def selected_step(result: dict, language: str) -> int | None:
+    """The step of the model that scored `language`: the seed's selected step, or, with one model per
+    target language, that target's model's (None for a source: its score is a mean over the models)."""
+    step = result["best_step"]
+    return step.get(language) if isinstance(step, dict) else step
 
 
 def export(runs: list[Run], path: Path) -> int:

@@ -36,15 +36,21 @@ class Comparison:
     task: str = ""
     target_languages: dict[str, list[str]] | None = None
     """Per run, the languages its target average covers (they differ when some lack a split)."""
+    notes: dict[str, str] | None = None
+    """Per run, what a reader must know to read its row (e.g. one model per target language)."""
 
     def target_note(self) -> str:
-        """Which languages the target averages cover: one line, or one per run where they differ."""
+        """Which languages the target averages cover (one line, or one per run where they differ), and
+        the runs' notes."""
         covered = self.target_languages or {}
         distinct = {tuple(v) for v in covered.values()}
         if len(distinct) == 1:
             (languages,) = distinct
-            return f"target avg over {len(languages)} language{'s' * (len(languages) != 1)}: {', '.join(languages)}"
-        return "; ".join(f"{name}: target avg over {', '.join(v)}" for name, v in covered.items())
+            lines = [f"target avg over {len(languages)} language{'s' * (len(languages) != 1)}: {', '.join(languages)}"]
+        else:
+            lines = ["; ".join(f"{name}: target avg over {', '.join(v)}" for name, v in covered.items())]
+        lines += [f"{name}: {note}" for name, note in (self.notes or {}).items()]
+        return "\n".join(lines)
 
     @property
     def columns(self) -> list[str]:
@@ -78,7 +84,8 @@ def comparison(runs: list[Run], split: str = "test", metric: str | None = None) 
         cells = [block["scores"].get(lang) for lang in languages]
         rows.append((name, [*cells, block.get("target_avg"), block.get("gap")]))
         covered[name] = block.get("target_languages") or [lang for lang in block["scores"] if lang not in summary["sources"]]
-    return Comparison(split, metric, languages, rows, tasks[0], covered)
+    notes = {name: summary["per_target"] for name, summary in usable if "per_target" in summary}
+    return Comparison(split, metric, languages, rows, tasks[0], covered, notes)
 
 
 def to_rich(table: Comparison) -> Table:

@@ -32,7 +32,7 @@ import xlgap
 from xlgap.combiners import build_combiner
 from xlgap.config import ExperimentConfig, config_from_dict, dump_config
 from xlgap.data.tasks import TaskSpec, get_task
-from xlgap.kinds import EncodedSplit, evaluate_sets, kind_of, language_scores
+from xlgap.kinds import EncodedSplit, evaluate_sets, kind_of
 from xlgap.kinds.evaluate import fixed_batch
 from xlgap.methods import PrepareContext, build_methods
 from xlgap.methods.base import ReferenceWeights
@@ -41,8 +41,10 @@ from xlgap.results import read_records, summarize, write_summary
 from xlgap.train.checkpoints import CheckpointClock
 from xlgap.train.data import ExperimentData, SeedData
 from xlgap.train.multi_source import MultiSource
+from xlgap.train.per_target import merge_target_results, target_configs
 from xlgap.train.probes import ProbeLog
 from xlgap.train.progress import RunProgress
+from xlgap.train.scores import scores_of_record, split_results
 from xlgap.train.trainer import XlgapTrainer, latest_checkpoint
 from xlgap.utils.errors import UserError
 from xlgap.utils.files import read_json, replace_dir, write_json_atomic, write_text_atomic
@@ -219,7 +221,8 @@ def final_evaluation(
             evaluated = evaluation.scores
             if split == "test" and cfg.train.save_predictions and is_main_process():
                 results["predictions"] = write_predictions(seed_dir, sets, evaluation.predictions)
-        results[split] = split_results(evaluated, task, results["sources"], results["targets"], sets)
+        examples = {lang: len(sets[lang].examples) for lang in evaluated}
+        results[split] = split_results(evaluated, task, results["sources"], results["targets"], examples)
 
 
 def write_seed_files(cfg: ExperimentConfig, seed_dir: Path, trainer: XlgapTrainer, results: dict[str, Any]) -> None:
@@ -335,34 +338,6 @@ def wall_time_split(train_seconds: float, timing: dict[str, float], final_second
     return split
 
 
-def scores_of_record(record: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """`{language: {metric: value}}` of a probe record."""
-    languages = record["dev"]
-    return {lang: {m: values[lang] for m, values in record["metrics"].items()} for lang in languages}
-
-
-def split_results(
-    evaluated: dict[str, dict[str, float]],
-    task: TaskSpec,
-    sources: list[str],
-    targets: list[str],
-    sets: dict[str, EncodedSplit],
-) -> dict[str, Any]:
-    """A results.json block for one split: the selection metric's scores and aggregates at the top
-    level, every metric under `metrics`, and the examples scored per language."""
-    present = [t for t in targets if t in evaluated]
-    per_metric = {}
-    for metric in task.metrics:
-        scores = {lang: values[metric] for lang, values in evaluated.items()}
-        per_metric[metric] = {"scores": scores, **language_scores(scores, sources, present), "target_languages": present}
-    return {
-        "metric": task.metric,
-        **per_metric[task.metric],
-        "metrics": per_metric,
-        "examples": {lang: len(sets[lang].examples) for lang in evaluated},
-    }
-
-
 def write_predictions(seed_dir: Path, sets: dict[str, EncodedSplit], predictions: dict[str, list]) -> dict[str, Any]:
     """Write each language's predictions in XTREME's submission layout; returns what was written.
 
@@ -418,13 +393,20 @@ def check_methods(cfg: ExperimentConfig, task: TaskSpec, model_path: str) -> Non
     methods.param_groups(model)
 
 
-def run_experiment(
-    cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, progress: RunProgress | None = None
-) -> dict[str, Any]:
-    """Run every seed of `cfg` (skipping finished ones when resuming); returns the summary over seeds.
+@dataclass
+class PreparedExperiment:
+    """What a run needs once its config has been checked: the task, the model, the tokenizer, the data."""
 
-    The task, the methods, the model and all data are loaded and checked before the run folder is touched.
-    """
+    task: TaskSpec
+    model_path: str
+    tokenizer: Any
+    data: ExperimentData
+
+
+def prepare_experiment(cfg: ExperimentConfig) -> PreparedExperiment:
+    """Check the task, the methods and the combiner, load the model's tokenizer and every data split,
+    and apply the methods to the model once: everything that can fail on the user's input, before
+    anything is written."""
     task = get_task(cfg.data.task)
     kind_of(task)
     build_methods(cfg.methods)
@@ -434,8 +416,29 @@ def run_experiment(
     tokenizer = load_tokenizer(model_path)
     data = ExperimentData(cfg, task, tokenizer)
     check_methods(cfg, task, model_path)
+    return PreparedExperiment(task, model_path, tokenizer, data)
+
+
+def run_experiment(
+    cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False, progress: RunProgress | None = None
+) -> dict[str, Any]:
+    """Run every seed of `cfg` (skipping finished ones when resuming); returns the summary over seeds.
+
+    The task, the methods, the model and all data are loaded and checked before the run folder is
+    touched. With one EWC Fisher per target language, one model per target (`xlgap.train.per_target`).
+    """
+    targets = target_configs(cfg)
+    if targets is not None:
+        return run_per_target(cfg, targets, resume, overwrite, progress)
+    prepared = prepare_experiment(cfg)
     if is_main_process():  # under torchrun / accelerate launch every process runs this; one writes
         prepare_run_folder(cfg, resume, overwrite)
+    return run_seeds(cfg, prepared, resume, progress)
+
+
+def run_seeds(cfg: ExperimentConfig, prepared: PreparedExperiment, resume: bool, progress: RunProgress | None) -> dict[str, Any]:
+    """Train and evaluate every seed of a prepared run into its (existing) folder; returns the summary."""
+    data = prepared.data
     if progress is not None:
         progress.show_data(data.for_seed(cfg.seeds[0]).provenance)
     results = []
@@ -445,7 +448,35 @@ def run_experiment(
             results.append(read_json(done))
             continue
         seed_data = data.for_seed(seed)
-        results.append(train_seed(cfg, seed, seed_data, task, model_path, tokenizer, resume, progress))
+        results.append(train_seed(cfg, seed, seed_data, prepared.task, prepared.model_path, prepared.tokenizer, resume, progress))
         if is_main_process():
             write_summary(cfg.run_dir, results)
     return write_summary(cfg.run_dir, results) if is_main_process() else summarize(results)
+
+
+def run_per_target(
+    cfg: ExperimentConfig,
+    targets: dict[str, ExperimentConfig],
+    resume: bool,
+    overwrite: bool,
+    progress: RunProgress | None,
+) -> dict[str, Any]:
+    """One sub-run per target language in `<run>/target-<lang>/` (every one checked before anything is
+    written), then each seed's results merged into `<run>/seed-<s>/results.json`; returns the summary."""
+    prepared = {lang: prepare_experiment(sub) for lang, sub in targets.items()}
+    main = is_main_process()
+    if main:
+        prepare_run_folder(cfg, resume, overwrite)
+    for lang, sub in targets.items():
+        if main:
+            prepare_run_folder(sub, resume, overwrite=False)
+        run_seeds(sub, prepared[lang], resume, progress)
+    task = next(iter(prepared.values())).task
+    results = []
+    for seed in cfg.seeds:
+        parts = {lang: read_json(sub.run_dir / f"seed-{seed}" / "results.json") for lang, sub in targets.items()}
+        results.append(merge_target_results(cfg, task, parts))
+        if main:
+            (cfg.run_dir / f"seed-{seed}").mkdir(exist_ok=True)
+            write_json_atomic(cfg.run_dir / f"seed-{seed}" / "results.json", results[-1])
+    return write_summary(cfg.run_dir, results) if main else summarize(results)
