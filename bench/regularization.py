@@ -1,7 +1,7 @@
 """Regularization verdict on one task's CPU recipe (the L2 paper's claims, bundled encoder): plain
 fine-tuning (DF) vs L2 towards the pretrained weights (penalty form, strengths chosen on dev; the
 decoupled form with its own strengths, chosen on dev) vs EWC with each target's own Fisher, and, with
-`--peft`, BitFit, LoRA and bottleneck adapters, all over the same seeds, paired by seed.
+`--peft`, BitFit, LoRA, bottleneck adapters and soft prompts, all over the same seeds, paired by seed.
 
 Strengths are chosen on dev only: the one whose mean over seeds of the dev average over every language
 (the recipes' model-selection score, `avg_dev`) is highest. EWC trains one model per target language,
@@ -31,7 +31,7 @@ from xlgap.results import load_run
 from xlgap.train.run import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-PEFT = ("bitfit", "lora", "adapter")
+PEFT = ("bitfit", "lora", "adapter", "prompt")
 
 
 def run(recipe: str, name: str, overrides: list[str], data_dir: Path, out: Path, seeds: list[int]) -> Path:
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--decoupled", default="1,10,100", help="strengths of the decoupled pull ('' to skip)")
     parser.add_argument("--ewc-targets", default="de,zh,ar", help="targets that get an EWC model ('' to skip)")
     parser.add_argument("--ewc-strength", type=float, default=1000.0)
-    parser.add_argument("--peft", action="store_true", help="also BitFit, LoRA and adapters (UD POS recipes)")
+    parser.add_argument("--peft", action="store_true", help="also BitFit, LoRA, adapters and soft prompts (UD POS recipes)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "regularization")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tiny import tiny_bert, tiny_trainer
-from xlgap.methods import Adapter, BitFit, LoRA, PrepareContext, build_method
+from xlgap.methods import Adapter, BitFit, LoRA, PrepareContext, SoftPrompt, build_method
 from xlgap.models.anatomy import model_anatomy
 
 
@@ -68,7 +68,7 @@ def test_houlsby_adapters_after_both_projections_of_every_layer():
         Adapter(after=["nowhere"]).prepare(tiny_bert(), PrepareContext())
 
 
-@pytest.mark.parametrize("spec", [{"name": "bitfit"}, {"name": "lora", "rank": 2}, {"name": "adapter", "size": 4}])
+@pytest.mark.parametrize("spec", [{"name": "bitfit"}, {"name": "lora", "rank": 2}, {"name": "adapter", "size": 4}, {"name": "prompt", "tokens": 3}])
 def test_training_moves_only_what_the_method_trains(spec, tmp_path):
     model = tiny_bert()
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -84,8 +84,58 @@ def test_training_moves_only_what_the_method_trains(spec, tmp_path):
         assert torch.equal(param.detach(), start[pretrained_name(name)]), name
 
 
+def test_soft_prompt_is_prepended_and_every_output_lines_up_with_the_input():
+    model = tiny_bert(num_labels=5, dropout=0.0)
+    words = model.get_input_embeddings().weight.detach().clone()
+    SoftPrompt(tokens=3).prepare(model, PrepareContext(seed=2))
+    prompt = model.xlgap_prompt.embedding.weight
+    assert prompt.shape == (3, 16) and all(any(torch.equal(row, w) for w in words) for row in prompt.detach())  # vocab rows
+    anatomy = model_anatomy(model)
+    assert anatomy.select("prompt") == ["xlgap_prompt.embedding.weight"]
+    assert trainable(model) == {"xlgap_prompt.embedding.weight"} | {n for n, p in anatomy.params.items() if p.component == "head"}
+    torch.manual_seed(0)
+    ids = torch.randint(4, 44, (2, 7))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    labels = torch.randint(0, 5, (2, 7))
+    labels[1, 5:] = -100
+    model.eval()
+    out = model(input_ids=ids, attention_mask=mask, labels=labels, output_hidden_states=True)
+    assert out.logits.shape == (2, 7, 5) and all(h.shape[1] == 7 for h in out.hidden_states)
+    # the model's own loss scores exactly the real tokens: the prompt positions carry label -100
+    expected = torch.nn.functional.cross_entropy(out.logits.reshape(-1, 5), labels.reshape(-1), ignore_index=-100)
+    assert torch.allclose(out.loss, expected, atol=1e-6)
+    # and the prompt is really read: changing it changes the token logits
+    with torch.no_grad():
+        prompt.add_(torch.randn_like(prompt))  # not a constant: LayerNorm removes a shift
+    assert not torch.allclose(model(input_ids=ids, attention_mask=mask).logits, out.logits)
+    with pytest.raises(TypeError, match="keyword arguments"):
+        model(ids)
+
+
+def test_soft_prompt_shifts_qa_positions_and_keeps_sentence_logits():
+    from transformers import BertForQuestionAnswering, BertForSequenceClassification
+
+    config = tiny_bert().config
+    config.num_labels = 2
+    qa = BertForQuestionAnswering(config).eval()
+    SoftPrompt(tokens=4).prepare(qa, PrepareContext())
+    ids = torch.randint(4, 44, (2, 9))
+    start, end = torch.tensor([2, 0]), torch.tensor([3, 0])
+    out = qa(input_ids=ids, attention_mask=torch.ones_like(ids), start_positions=start, end_positions=end)
+    assert out.start_logits.shape == (2, 9) and out.end_logits.shape == (2, 9)
+    ce = torch.nn.functional.cross_entropy
+    assert torch.allclose(out.loss, (ce(out.start_logits, start) + ce(out.end_logits, end)) / 2, atol=1e-6)
+    config.num_labels = 3
+    classifier = BertForSequenceClassification(config).eval()
+    SoftPrompt(tokens=4).prepare(classifier, PrepareContext())
+    assert classifier(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.shape == (2, 3)
+
+
 def test_options_are_checked():
     with pytest.raises(ValueError, match="lora rank"):
         LoRA(rank=0)
     with pytest.raises(ValueError, match="adapter size"):
         Adapter(size=0)
+    with pytest.raises(ValueError, match="prompt tokens"):
+        SoftPrompt(tokens=0)

@@ -43,6 +43,7 @@ CASES = {
     "bitfit": {"name": "bitfit"},
     "lora": {"name": "lora", "rank": 2, "alpha": 4},
     "adapter": {"name": "adapter", "size": 4},
+    "prompt": {"name": "prompt", "tokens": 3},
 }
 PARTNER = {"name": "fsf", **FSF_TINY}
 FSF_FAMILY = {"fsf", "fs", "ff"}

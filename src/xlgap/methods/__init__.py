@@ -16,7 +16,7 @@ from xlgap.methods.base import (
     TrainingStats,
     register_method,
 )
-from xlgap.methods.efficient import Adapter, BitFit, LoRA
+from xlgap.methods.efficient import Adapter, BitFit, LoRA, SoftPrompt
 from xlgap.methods.fsf import FineTuningFast, FineTuningSlow, FineTuningSlowFast
 from xlgap.methods.noisytune import NoisyTune
 from xlgap.methods.regularize import EWC, L2
@@ -42,6 +42,7 @@ __all__ = [
     "ParamGroup",
     "PrepareContext",
     "Reinit",
+    "SoftPrompt",
     "TrainingStats",
     "build_method",
     "register_method",

@@ -2,7 +2,8 @@
 
 `model_anatomy(model)` maps every parameter to a transformer block (layer index, or None outside the
 blocks) and a component: ``embeddings``, ``attention``, ``ffn``, ``head`` (everything outside the base
-model, plus the pooler), ``lora`` and ``adapter`` (parameters added by parameter-efficient methods) or
+model, plus the pooler), ``lora``, ``adapter`` and ``prompt`` (parameters added by parameter-efficient
+methods) or
 ``other``. "Weights" of a layer or component means its weight matrices,
 their biases and its LayerNorms (see shared/notes/papers.md, section 1).
 
@@ -14,7 +15,8 @@ lr scaling)::
     layers[-2:].attention           the attention weights of the last two layers
     layers[0:10] - layers[0:4].ffn  '+' (union) and '-' (difference), left to right
     embeddings + head               atoms: layers[i], layers[a:b], embeddings, word_embeddings,
-                                    attention, ffn, layernorm, bias, head, lora, adapter, other, all
+                                    attention, ffn, layernorm, bias, head, lora, adapter, prompt,
+                                    other, all
 
 A selector that matches nothing is an error, not a silent no-op. The parser is a small hand-written
 tokeniser and recursive-descent parser: nothing in torch, transformers or peft names parameter sets by
@@ -36,11 +38,15 @@ from xlgap.utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-COMPONENTS = ("embeddings", "attention", "ffn", "head", "lora", "adapter", "other")
+COMPONENTS = ("embeddings", "attention", "ffn", "head", "lora", "adapter", "prompt", "other")
 # Parameters added by parameter-efficient methods, by a segment of their name: peft's LoRA layers and
-# xlgap's bottleneck adapters (`xlgap.methods.efficient`) get components of their own.
+# xlgap's bottleneck adapters and soft prompts (`xlgap.methods.efficient`) get components of their own.
 ADAPTER_ATTRIBUTE = "xlgap_adapter"
-_ADDED_PARTS = {"lora_A": "lora", "lora_B": "lora", "lora_embedding_A": "lora", "lora_embedding_B": "lora", ADAPTER_ATTRIBUTE: "adapter"}
+PROMPT_ATTRIBUTE = "xlgap_prompt"
+_ADDED_PARTS = {
+    "lora_A": "lora", "lora_B": "lora", "lora_embedding_A": "lora", "lora_embedding_B": "lora",
+    ADAPTER_ATTRIBUTE: "adapter", PROMPT_ATTRIBUTE: "prompt",
+}  # fmt: skip
 
 # A transformer block: `encoder.layer.N.` (BERT family, DeBERTa), `transformer.layer.N.` (DistilBERT),
 # `layers.N.` (ModernBERT and most newer models).
@@ -91,6 +97,7 @@ _ATOMS: dict[str, Callable[[ParamInfo], bool]] = {
     "head": lambda p: p.component == "head",
     "lora": lambda p: p.component == "lora",
     "adapter": lambda p: p.component == "adapter",
+    "prompt": lambda p: p.component == "prompt",
     "other": lambda p: p.component == "other",
     "all": lambda p: True,
 }
