@@ -6,6 +6,7 @@ replaces that section with what it measured, the command that measured it, the m
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import sys
@@ -14,9 +15,19 @@ from pathlib import Path
 
 import torch
 
-from xlgap.utils.git import source_commit
-
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def _this_checkouts_source_commit():
+    """`xlgap.utils.git.source_commit` of this checkout, loaded by path: a benchmark may run with an
+    older xlgap importable (bench/wall_split.py's 'before' rows), which has no such module."""
+    spec = importlib.util.spec_from_file_location("xlgap_bench_git", DOC.parents[1] / "src" / "xlgap" / "utils" / "git.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.source_commit
+
+
+source_commit = _this_checkouts_source_commit()
 
 
 STARTED_AT_COMMIT = source_commit(DOC.parents[1] / "src") or "unknown"  # the code that ran, even if the tree changes during a long benchmark
