@@ -101,8 +101,12 @@ class EWC(Method):
             raise ValueError(f"ewc strength: expected lambda >= 0, got {self.strength}")
         if not self.fisher:
             raise ValueError("ewc fisher: expected a Fisher file (xlgap fisher ... -o FILE), a list of them, or {language: file}")
-        # a mapping is one model per target: the runner gives each model its own file
-        self.files = [] if isinstance(self.fisher, dict) else [self.fisher] if isinstance(self.fisher, str) else list(self.fisher)
+        if isinstance(self.fisher, dict):
+            self.files = []  # one model per target: the runner gives each model its own file
+        elif isinstance(self.fisher, str):
+            self.files = [self.fisher]
+        else:
+            self.files = list(self.fisher)
         self.fishers: list[dict[str, torch.Tensor]] = []
         self.anchor: dict[str, torch.Tensor] = {}
 

@@ -74,15 +74,6 @@ def as_yaml(value: Any) -> str:
     return text.removesuffix("...").strip()
 
 
-def required_options(cls: type) -> list[str]:
-    """The init fields of dataclass `cls` that have no default."""
-    return [
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.init and f.default is MISSING and f.default_factory is MISSING
-    ]
-
-
 def describe(tp: Any) -> str:
     """An annotation in words, e.g. `a number`, `one of 'penalty', 'decoupled'`, `a list of strings`."""
     origin = typing.get_origin(tp)

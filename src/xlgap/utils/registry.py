@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-from xlgap.utils.options import coerce, option_hints, options_of, required_options
+from xlgap.utils.options import coerce, option_hints, options_of
 
 
 def registrar(registry: dict[str, type], what: str) -> Callable[[str], Callable[[type], type]]:
@@ -60,10 +60,9 @@ def build_registered(
         if key not in hints:
             raise error(f"{options_key}{key}: not an option of {what} '{name}'; expected one of {sorted(hints)}")
         checked[key] = coerce(value, hints[key], f"{options_key}{key}", error)
-    helps = {o.name: o.help for o in options_of(factory)}
-    for key in required_options(factory):
-        if key not in options:
-            raise error(f"{options_key}{key}: {what} '{name}' needs this option ({helps[key] or 'no default'})")
+    for info in options_of(factory):
+        if info.default is None and info.name not in options:
+            raise error(f"{options_key}{info.name}: {what} '{name}' needs this option ({info.help or 'no default'})")
     try:
         return factory(**checked)
     except (TypeError, ValueError) as err:
