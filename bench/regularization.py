@@ -7,35 +7,49 @@ Strengths are chosen on dev only: the one whose mean over seeds of the dev avera
 (the recipes' model-selection score, `avg_dev`) is highest. EWC trains one model per target language,
 each with that language's masked-LM Fisher computed from XNLI's unlabelled dev text (`xlgap fisher
 --from-data xnli`, so no text of the task's own sets is seen), and is compared with DF on that
-language. Runs are ordinary run folders under bench/out/regularization/ (finished seeds kept,
-interrupted ones resumed), so the benchmark can be stopped and restarted.
+language. With `--frechet`, the Fréchet distance (Eq. 3) between the English Fisher and each target's
+(XNLI text again) is correlated with DF's per-language test scores (`xlgap fisher-distance --run`).
+Strengths may be chosen on fewer seeds (`--choose-seeds`): the chosen one is then extended to every
+seed. `--set KEY=VALUE` applies to every run (e.g. a smaller test set), and the section says so. Runs
+are ordinary run folders under bench/out/regularization/ (finished seeds kept, interrupted ones
+resumed, more seeds added to a finished run), so the benchmark can be stopped and restarted.
 
-    python bench/regularization.py --data-dir ../shared/data --task udpos --peft
+    python bench/regularization.py --data-dir ../shared/data --task udpos --peft --frechet
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from statistics import fmean
 
+import yaml
 from scipy import stats
 
 from benchdoc import update_section
 from xlgap.config import load_config
+from xlgap.data.sources import available_languages
 from xlgap.report.compare import TARGET_AVG, RunScores, compare_runs, report_markdown, run_scores
 from xlgap.results import load_run
 from xlgap.train.run import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 PEFT = ("bitfit", "lora", "adapter", "prompt")
+FISHER_TEXT = "xnli"
+"""The unlabelled text of every Fisher: another data set than the task's, so that no task text is seen."""
 
 
 def run(recipe: str, name: str, overrides: list[str], data_dir: Path, out: Path, seeds: list[int]) -> Path:
-    """Run (or finish) `configs/cpu/<recipe>.yaml` with `overrides` as run `name`; returns its folder."""
+    """Run (or finish) `configs/cpu/<recipe>.yaml` with `overrides` as run `name` on `seeds` (and on the
+    seeds the folder already has); returns its folder."""
+    saved = out / name / "config.yaml"
+    if saved.exists():
+        seeds = sorted(set(seeds) | set(yaml.safe_load(saved.read_text(encoding="utf-8"))["seeds"]))
     cfg = load_config(
         ROOT / "configs" / "cpu" / f"{recipe}.yaml",
         [f"data.dir={data_dir}", f"output_dir={out}", f"seeds={seeds}", f"name={name}", *overrides],
@@ -45,29 +59,54 @@ def run(recipe: str, name: str, overrides: list[str], data_dir: Path, out: Path,
     return cfg.run_dir
 
 
-def dev_score(folder: Path) -> float:
-    """Mean over seeds of the dev average over every language (the selection score)."""
+def dev_score(folder: Path, seeds: list[int]) -> float:
+    """Mean over `seeds` of the dev average over every language (the selection score)."""
     scores = run_scores(load_run(folder), split="dev")
-    return fmean(fmean(by_lang[lang] for lang in [*scores.sources, *scores.targets]) for by_lang in scores.seeds.values())
+    return fmean(fmean(scores.seeds[seed][lang] for lang in [*scores.sources, *scores.targets]) for seed in seeds)
 
 
-def choose(folders: dict[float, Path]) -> tuple[float, dict[float, float]]:
-    """The strength with the best dev score, and every strength's dev score."""
-    dev = {strength: dev_score(folder) for strength, folder in folders.items()}
+def choose(folders: dict[float, Path], seeds: list[int]) -> tuple[float, dict[float, float]]:
+    """The strength with the best dev score on `seeds`, and every strength's dev score."""
+    dev = {strength: dev_score(folder, seeds) for strength, folder in folders.items()}
     return max(dev, key=dev.get), dev
 
 
-def fisher_file(lang: str, data_dir: Path, out: Path) -> Path:
-    """The masked-LM Fisher of `lang` from XNLI's dev text (computed once)."""
+def fisher_file(lang: str, data_dir: Path, out: Path, examples: int) -> Path:
+    """The masked-LM Fisher of `lang` from `examples` XNLI dev texts (computed once)."""
     path = out / "fisher" / f"{lang}.safetensors"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable, "-m", "xlgap", "fisher", "bundled:multilingual-e5-small", "--lang", lang,
-            "--from-data", "xnli", "--data-dir", str(data_dir), "--select", "all - head - word_embeddings", "-o", str(path),
+            sys.executable, "-m", "xlgap", "fisher", "bundled:multilingual-e5-small", "--lang", lang, "--examples", str(examples),
+            "--from-data", FISHER_TEXT, "--data-dir", str(data_dir), "--select", "all - head - word_embeddings", "-o", str(path),
         ]
         subprocess.run(command, check=True)
     return path
+
+
+def frechet_lines(df_folder: Path, task: str, targets: list[str], data_dir: Path, out: Path, examples: int) -> list[str]:
+    """The Fréchet section: every target with a test set and Fisher text, correlated with DF's test scores."""
+    languages = [
+        lang for lang in targets
+        if lang in available_languages(task, "test", data_dir) and lang in available_languages(FISHER_TEXT, "dev", data_dir)
+    ]
+    fishers = [str(fisher_file(lang, data_dir, out, examples)) for lang in ["en", *languages]]
+    report = out / "frechet"
+    subprocess.run([sys.executable, "-m", "xlgap", "fisher-distance", *fishers, "--run", str(df_folder), "--out", str(report)], check=True)
+    figure = ROOT / "docs" / "figures" / f"frechet-{task}.png"
+    shutil.copyfile(report / "frechet.png", figure)
+    return [
+        "",
+        f"### Fréchet distance (Eq. 3) between the English Fisher and each target's, against DF's test score ({len(languages)} languages)",
+        "",
+        f"Masked-LM Fishers from {examples} {FISHER_TEXT.upper()} dev texts ({', '.join(languages)}: the targets with a test set and",
+        f"{FISHER_TEXT.upper()} text), `xlgap fisher-distance --run` on the DF run. The paper (Table 5) reports a",
+        "negative correlation: the farther a language's Fisher from English, the lower its zero-shot score.",
+        "",
+        *(report / "frechet.md").read_text(encoding="utf-8").strip().split("\n"),
+        "",
+        f"![Fréchet distance against test score](figures/{figure.name})",
+    ]
 
 
 def ewc_rows(df: RunScores, ewc: dict[str, RunScores]) -> list[str]:
@@ -87,7 +126,7 @@ def target_test(report, run: RunScores):
     return next((t for t in report.tests.get(run.name, []) if t.language == TARGET_AVG), None)
 
 
-def verdict(report, compared: list[RunScores], ewc: dict[str, RunScores]) -> list[str]:
+def verdict(report, compared: list[RunScores], ewc: dict[str, RunScores], frechet: dict | None) -> list[str]:
     """One plain sentence per claim of the paper, from the measured numbers."""
     df, l2 = compared[0], compared[1]
     lines = []
@@ -103,6 +142,13 @@ def verdict(report, compared: list[RunScores], ewc: dict[str, RunScores]) -> lis
         lines.append(
             f"- EWC with a target-language Fisher does not help consistently: EWC is above DF on {len(better)} of "
             f"{len(ewc)} targets ({', '.join(better) or 'none'})."
+        )
+    if frechet is not None:
+        holds = frechet["spearman"] < 0 and frechet["spearman_p"] < report.alpha
+        lines.append(
+            f"- The Fréchet distance to the English Fisher correlates (negatively) with the zero-shot score: "
+            f"{'reproduced' if holds else 'not reproduced'} here (Spearman {frechet['spearman']:+.2f}, p = {frechet['spearman_p']:.3f}; "
+            f"Pearson {frechet['pearson']:+.2f}, p = {frechet['pearson_p']:.3f}; {len(frechet['languages'])} languages)."
         )
     peft = [r for r in compared if r.label in PEFT]
     if peft:
@@ -121,57 +167,79 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--strengths", default="0.001,0.01,0.1,1", help="L2 penalty strengths (lambda of Eq. 1)")
     parser.add_argument("--decoupled", default="1,10,100", help="strengths of the decoupled pull ('' to skip)")
-    parser.add_argument("--ewc-targets", default="de,zh,ar", help="targets that get an EWC model ('' to skip)")
+    parser.add_argument("--ewc-targets", default="zh,ar,hi", help="targets that get an EWC model ('' to skip)")
     parser.add_argument("--ewc-strength", type=float, default=1000.0)
+    parser.add_argument("--fisher-examples", type=int, default=500, help="texts per Fisher (xlgap fisher --examples)")
     parser.add_argument("--peft", action="store_true", help="also BitFit, LoRA, adapters and soft prompts (UD POS recipes)")
+    parser.add_argument("--peft-seeds", default=None, help="seeds of the parameter-efficient runs (default: --seeds)")
+    parser.add_argument("--choose-seeds", default=None, help="seeds the strengths are chosen on (default: --seeds)")
+    parser.add_argument("--frechet", action="store_true", help="also the Fréchet-distance correlation over the targets")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for every run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "regularization")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    seeds = [int(s) for s in args.seeds.split(",")]
+
+    def seed_list(text: str | None) -> list[int]:
+        return [int(s) for s in (text or args.seeds).split(",")]
+
+    seeds, choose_seeds, peft_seeds = seed_list(args.seeds), seed_list(args.choose_seeds), seed_list(args.peft_seeds)
     data_dir = args.data_dir.resolve()
     task, out = args.task, args.out
 
-    def l2_runs(mode: str, strengths: str) -> dict[float, Path]:
-        values = [float(s) for s in strengths.split(",") if s]
-        return {
-            v: run(f"{task}-l2", f"{task}-l2-{mode}-{v:g}", [f"methods.1.strength={v}", f"methods.1.mode={mode}"], data_dir, out, seeds)
-            for v in values
-        }
+    def l2_run(mode: str, strength: float, run_seeds: list[int]) -> Path:
+        overrides = [f"methods.1.strength={strength}", f"methods.1.mode={mode}", *args.set]
+        return run(f"{task}-l2", f"{task}-l2-{mode}-{strength:g}", overrides, data_dir, out, run_seeds)
 
-    df_folder = run(task, f"{task}-df", [], data_dir, out, seeds)
-    penalty = l2_runs("penalty", args.strengths)
-    decoupled = l2_runs("decoupled", args.decoupled)
-    best_penalty, dev_penalty = choose(penalty)
-    compared = [run_scores(load_run(df_folder), label="DF"), run_scores(load_run(penalty[best_penalty]), label=f"L2 {best_penalty:g}")]
+    def chosen_l2(mode: str, strengths: str) -> tuple[float, dict[float, float]] | None:
+        """Every strength on the choice seeds, then the best one (on dev) on every seed."""
+        folders = {v: l2_run(mode, v, choose_seeds) for v in (float(s) for s in strengths.split(",") if s)}
+        if not folders:
+            return None
+        best, dev = choose(folders, choose_seeds)
+        l2_run(mode, best, sorted(set(choose_seeds) | set(seeds)))
+        return best, dev
+
+    df_folder = run(task, f"{task}-df", args.set, data_dir, out, seeds)
+    best_penalty, dev_penalty = chosen_l2("penalty", args.strengths)
+    decoupled = chosen_l2("decoupled", args.decoupled)
+
+    def folder(mode: str, strength: float) -> Path:
+        return out / f"{task}-l2-{mode}-{strength:g}"
+
+    compared = [run_scores(load_run(df_folder), label="DF"), run_scores(load_run(folder("penalty", best_penalty)), label=f"L2 {best_penalty:g}")]
     lines = [
         f"## Regularization: DF vs L2 vs EWC on `configs/cpu/{task}.yaml` (bundled encoder, CPU)",
         "",
-        f"{len(seeds)} seeds per method, paired by seed. L2 (Eq. 1) over `all - head - word_embeddings` (the word",
-        "embeddings are frozen in the recipe). Strengths chosen on dev: the best mean over seeds of the dev average",
-        "over every language. Dev score of each strength:",
+        f"Seeds {', '.join(map(str, seeds))} for DF, L2 and EWC, paired by seed"
+        + (f"; seeds {', '.join(map(str, peft_seeds))} for the parameter-efficient runs" if args.peft else "") + ".",
+        "L2 (Eq. 1) over `all - head - word_embeddings` (the word embeddings are frozen in the recipe).",
+        f"Strengths chosen on dev (seeds {', '.join(map(str, choose_seeds))}): the best mean over seeds of the dev",
+        "average over every language; the chosen one then runs on every seed."
+        + (f" Every run with `{' '.join(args.set)}`." if args.set else ""),
+        "Dev score of each strength:",
         "",
-        "| form | " + " | ".join(f"{v:g}" for v in penalty) + " |",
-        "|---|" + "---|" * len(penalty),
-        "| penalty | " + " | ".join(f"{dev_penalty[v]:.2f}" for v in penalty) + " |",
+        "| form | " + " | ".join(f"{v:g}" for v in dev_penalty) + " |",
+        "|---|" + "---|" * len(dev_penalty),
+        "| penalty | " + " | ".join(f"{dev_penalty[v]:.2f}" for v in dev_penalty) + " |",
     ]
     if decoupled:
-        best_decoupled, dev_decoupled = choose(decoupled)
-        compared.append(run_scores(load_run(decoupled[best_decoupled]), label=f"L2 decoupled {best_decoupled:g}"))
+        best_decoupled, dev_decoupled = decoupled
+        compared.append(run_scores(load_run(folder("decoupled", best_decoupled)), label=f"L2 decoupled {best_decoupled:g}"))
         lines += [
             "",
-            "| form | " + " | ".join(f"{v:g}" for v in decoupled) + " |",
-            "|---|" + "---|" * len(decoupled),
-            "| decoupled | " + " | ".join(f"{dev_decoupled[v]:.2f}" for v in decoupled) + " |",
+            "| form | " + " | ".join(f"{v:g}" for v in dev_decoupled) + " |",
+            "|---|" + "---|" * len(dev_decoupled),
+            "| decoupled | " + " | ".join(f"{dev_decoupled[v]:.2f}" for v in dev_decoupled) + " |",
         ]
     if args.peft:
-        compared += [run_scores(load_run(run(f"{task}-{m}", f"{task}-{m}", [], data_dir, out, seeds)), label=m) for m in PEFT]
+        compared += [run_scores(load_run(run(f"{task}-{m}", f"{task}-{m}", args.set, data_dir, out, peft_seeds)), label=m) for m in PEFT]
     report = compare_runs(compared, control="DF")
     lines += ["", "The `xlgap compare` output against DF (test):", "", report_markdown(report).split("\n", 1)[1].replace("\n## ", "\n### ")]
     targets = [t for t in args.ewc_targets.split(",") if t]
     ewc: dict[str, RunScores] = {}
     if targets:
         for lang in targets:
-            overrides = [f"data.target_languages=[{lang}]", f"methods.1.fisher={fisher_file(lang, data_dir, out)}", f"methods.1.strength={args.ewc_strength}"]
+            overrides = [f"data.target_languages=[{lang}]", f"methods.1.fisher={fisher_file(lang, data_dir, out, args.fisher_examples)}", f"methods.1.strength={args.ewc_strength}", *args.set]
             ewc[lang] = run_scores(load_run(run(f"{task}-ewc", f"{task}-ewc-{lang}", overrides, data_dir, out, seeds)))
         lines += [
             "",
@@ -181,7 +249,11 @@ def main() -> None:
             "|---|---|---|---|---|---|",
             *ewc_rows(compared[0], ewc),
         ]
-    lines[1:1] = ["", "Verdict (generated from the numbers below):", "", *verdict(report, compared, ewc)]
+    frechet = None
+    if args.frechet:
+        lines += frechet_lines(df_folder, task, compared[0].targets, data_dir, out, args.fisher_examples)
+        frechet = json.loads((out / "frechet" / "frechet.json").read_text(encoding="utf-8"))["correlation"]
+    lines[1:1] = ["", "Verdict (generated from the numbers below):", "", *verdict(report, compared, ewc, frechet)]
     body = "\n".join(lines)
     print(body)
     update_section(f"regularization-{task}", body)

@@ -131,6 +131,12 @@ def test_existing_folder_needs_resume_or_overwrite_and_same_config(tiny_setup, t
     del raw["train"]["multi_source"]
     saved.write_text(yaml.safe_dump(raw))
     run_experiment(changed, resume=True)
+    # more seeds extend the run (seed 3 is kept, not retrained); fewer or other seeds are a different config
+    first = (tmp_path / "tiny" / "seed-3" / "results.json").read_bytes()
+    with pytest.raises(RunFolderError, match="differs .* seeds"):
+        run_experiment(make_config(tiny_setup, tmp_path, seeds=[4], train={"epochs": 1, "learning_rate": 1e-3}), resume=True)
+    summary = run_experiment(make_config(tiny_setup, tmp_path, seeds=[3, 4], train={"epochs": 1, "learning_rate": 1e-3}), resume=True)
+    assert summary["test"]["gap"]["n"] == 2 and (tmp_path / "tiny" / "seed-3" / "results.json").read_bytes() == first
 
 
 def test_a_language_without_dev_set_is_tested_but_not_probed(tiny_setup, tmp_path):

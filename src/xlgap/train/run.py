@@ -360,7 +360,8 @@ def write_predictions(seed_dir: Path, sets: dict[str, EncodedSplit], predictions
 
 
 def prepare_run_folder(cfg: ExperimentConfig, resume: bool, overwrite: bool) -> None:
-    """Create the run folder, or check it for resuming; refuses to mix two different configs."""
+    """Create the run folder, or check it for resuming; refuses to mix two different configs (resuming
+    with more seeds than the folder was started with is not a different config: it adds those seeds)."""
     run_dir = cfg.run_dir
     saved = run_dir / "config.yaml"
     if run_dir.exists() and overwrite:
@@ -375,6 +376,8 @@ def prepare_run_folder(cfg: ExperimentConfig, resume: bool, overwrite: bool) -> 
         old = config_from_dict(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}, str(saved)).to_dict()
         new = cfg.to_dict()
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if "seeds" in changed and set(old["seeds"]) <= set(new["seeds"]):
+            changed.remove("seeds")  # more seeds extend the run; its finished seeds are kept
         if changed:
             raise RunFolderError(f"{saved} differs from the config being resumed in: {', '.join(changed)}")
     elif run_dir.exists() and any(run_dir.iterdir()):
