@@ -4,7 +4,8 @@ the zero-shot average, with the reduction of the std by L2; and the extreme sett
 (Table 14: lr 1e-4 for mBERT, here 5e-4, scaled x5 as the five settings are).
 
 Runs (or continues) the sweeps configs/sweeps/sensitivity-df-udpos.yaml and sensitivity-l2-udpos.yaml,
-and the two CPU UD POS recipes (DF, L2) at the extreme lr.
+and the two CPU UD POS recipes (DF, L2) at the extreme lr. `--set KEY=VALUE` applies to every run (e.g. a
+smaller training set), and the section says so.
 
     python bench/sensitivity.py --data-dir ../shared/data
 """
@@ -36,25 +37,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "sensitivity")
+    parser.add_argument("--l2-strength", type=float, default=None, help="L2's lambda (default: the recipe's); choose it on dev")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for every run")
     args = parser.parse_args()
     results = {}
     with RunProgress() as progress:
+        strength = [f"methods.1.strength={args.l2_strength}"] if args.l2_strength is not None else []
         for label in ("df", "l2"):
-            # the data folder as a one-value grid: every point reads it
-            data = [f"data.dir={args.data_dir.resolve()}"]
+            # the data folder (and every override) as a one-value grid: every point reads it
+            data = [f"data.dir={args.data_dir.resolve()}", *args.set, *(strength if label == "l2" else [])]
             sweep = load_sweep(ROOT / "configs" / "sweeps" / f"sensitivity-{label}-udpos.yaml", data, None, args.out, None)
             run_sweep(sweep, progress)
             results[label] = sweep_rows(sweep.folder, "test")
         extreme = {}
         for label, recipe in (("df", "udpos.yaml"), ("l2", "udpos-l2.yaml")):
-            overrides = [f"data.dir={args.data_dir.resolve()}", f"output_dir={args.out}", f"name=extreme-lr-{label}", f"train.learning_rate={EXTREME_LR}"]
+            overrides = [f"data.dir={args.data_dir.resolve()}", f"output_dir={args.out}", f"name=extreme-lr-{label}", f"train.learning_rate={EXTREME_LR}", *args.set, *(strength if label == "l2" else [])]
             extreme[label] = run_experiment(load_config(ROOT / "configs" / "cpu" / recipe, overrides), resume=True, progress=progress)
     lines = [
         "## Hyper-parameter sensitivity: plain fine-tuning vs L2 (UD POS, bundled encoder, CPU)",
         "",
         "The five settings of the L2 paper's Table 10 (UDPOS) scaled to the CPU recipe (configs/sweeps/sensitivity-*.yaml:",
-        "lr x5, warm-up steps / 10, epochs / 5), one seed per setting. Mean ± std over the five settings of the",
-        "test accuracy, %.",
+        "lr x5, warm-up steps / 10, epochs / 5), one seed per setting"
+        + (f", every run with `{' '.join(args.set)}`" if args.set else "")
+        + (f", L2 with lambda = {args.l2_strength:g} (chosen on dev)" if args.l2_strength is not None else "")
+        + ". Mean ± std over the five settings of the test accuracy, %.",
         "",
         "| method | English | zero-shot average | settings |",
         "|---|---|---|---|",

@@ -88,6 +88,16 @@ def test_demo_offline_without_data_says_what_to_set(monkeypatch):
     assert "--data-dir" in result.output and "XLGAP_DATA" in result.output
 
 
+def test_demo_precision_reaches_both_runs_and_a_wrong_one_is_one_error_line(tmp_path):
+    from xlgap.demo import demo_config
+
+    assert demo_config("DF", [], str(tmp_path), tmp_path, "fp32").train.precision == "fp32"
+    result = runner.invoke(app, ["demo", "--data-dir", str(tmp_path), "--out", str(tmp_path / "demo"), "--precision", "fp64"])
+    assert result.exit_code == 2
+    assert "train.precision: expected one of auto, fp32, bf16, fp16, got 'fp64'" in result.output
+    assert not (tmp_path / "demo").exists()
+
+
 def test_interrupt_says_how_to_resume(tiny_config, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

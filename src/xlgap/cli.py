@@ -586,6 +586,7 @@ def anatomy(
 def demo(
     data_dir: Path = typer.Option(None, "--data-dir", help="XTREME-layout data folder (default: $XLGAP_DATA, else the hub)."),
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Where the two runs and the figures go."),
+    precision: str = typer.Option("auto", "--precision", help="train.precision of both runs: auto, fp32, bf16 or fp16."),
 ) -> None:
     """Ten minutes on a laptop CPU: DF vs FSF on English UD POS, zero-shot on 10 languages."""
     from xlgap.demo import run_demo
@@ -594,7 +595,7 @@ def demo(
     from xlgap.utils.errors import UserError
 
     try:
-        run_demo(data_dir, out, console)
+        run_demo(data_dir, out, console, precision)
     except (UserError, ConnectionError) as err:
         _fail(str(err))
 

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from xlgap.config import ExperimentConfig, config_from_dict
 from xlgap.methods.fsf import calibrate_threshold
+from xlgap.utils.hardware import resolve_precision
 
 TARGETS = ["de", "es", "fr", "ru", "zh", "ja", "tr", "vi", "ar", "hi"]
 FREEZE_WORD_EMBEDDINGS = {"name": "freeze", "select": "word_embeddings"}
@@ -47,8 +48,8 @@ WHAT_IT_SHOWS = (
 )
 
 
-def demo_config(name: str, methods: list[dict[str, Any]], data_dir: str | None, out: Path) -> ExperimentConfig:
-    """One run of the demo, writing into `out/<name>`."""
+def demo_config(name: str, methods: list[dict[str, Any]], data_dir: str | None, out: Path, precision: str = "auto") -> ExperimentConfig:
+    """One run of the demo, writing into `out/<name>`, in `precision` (`train.precision`)."""
     base: dict[str, Any] = {
         "output_dir": str(out),
         "seeds": [1],
@@ -69,6 +70,7 @@ def demo_config(name: str, methods: list[dict[str, Any]], data_dir: str | None, 
             "epochs": SIZES["epochs"],
             "batch_size": SIZES["batch size"],
             "warmup_ratio": 0.1,
+            "precision": precision,
         },
         "eval": {
             "every": SIZES["probe every (updates)"],
@@ -89,8 +91,8 @@ def hub_reachable(timeout: float = 5.0) -> bool:
     return True
 
 
-def run_demo(data_dir: Path | None, out: Path, console: Console) -> None:
-    """Run DF and FSF, print the per-language table and write the figures into `out/report`."""
+def run_demo(data_dir: Path | None, out: Path, console: Console, precision: str = "auto") -> None:
+    """Run DF and FSF in `precision`, print the per-language table and write the figures into `out/report`."""
     from xlgap.report.plots import write_figures
     from xlgap.report.tables import FORMATS, comparison, print_table
     from xlgap.results import load_run
@@ -105,19 +107,20 @@ def run_demo(data_dir: Path | None, out: Path, console: Console) -> None:
             "udpos/test-<lang>.tsv or ud/UD_*/<lang>_*-ud-test.conllu), or connect to the internet so the "
             "demo can download google/xtreme udpos from the Hugging Face hub"
         )
+    df = demo_config("DF", [], folder, out, precision)  # checks the precision before anything runs
     sizes = Table(title="demo settings (sized for ~10 minutes on 2 CPU cores)", show_header=False)
-    for key, value in {**SIZES, "data": folder or "hub: google/xtreme udpos.*", "output": str(out)}.items():
+    used, _ = resolve_precision(precision)
+    for key, value in {**SIZES, "precision": f"{used} ({precision})" if used != precision else used, "data": folder or "hub: google/xtreme udpos.*", "output": str(out)}.items():
         sizes.add_row(key, str(value))
     console.print(sizes)
     started = time.perf_counter()
     window = SIZES["FSF window (updates)"]
     with RunProgress(console) as progress:
         console.rule("DF: plain fine-tuning (word embeddings frozen)")
-        df = demo_config("DF", [], folder, out)
         run_experiment(df, overwrite=True, progress=progress)
         threshold = calibrate_threshold(load_run(df.run_dir).losses[1], window)
         console.rule(f"FSF: Fine-tuning Slow and Fast, window {window}, threshold {threshold} (from DF's loss curve)")
-        fsf = demo_config("FSF", [{"name": "fsf", "window": window, "threshold": threshold}], folder, out)
+        fsf = demo_config("FSF", [{"name": "fsf", "window": window, "threshold": threshold}], folder, out, precision)
         run_experiment(fsf, overwrite=True, progress=progress)
     runs = [load_run(df.run_dir), load_run(fsf.run_dir)]
     table = comparison(runs, "test")
