@@ -109,6 +109,20 @@ def frechet_lines(df_folder: Path, task: str, targets: list[str], data_dir: Path
     ]
 
 
+def cost_lines(compared: list[RunScores], out: Path) -> list[str]:
+    """Each method's training time per seed (probes, checkpoints and evaluation excluded) against DF's."""
+    seconds = {r.label: fmean(result["wall_seconds"]["training"] for result in load_run(out / r.name).results) for r in compared}
+    base = seconds[compared[0].label]
+    return [
+        "",
+        "Training time per seed (`wall_seconds.training` of results.json, probes and evaluation excluded):",
+        "",
+        "| method | s / seed | vs DF |",
+        "|---|---|---|",
+        *(f"| {label} | {value:.1f} | {value / base:.2f}x |" for label, value in seconds.items()),
+    ]
+
+
 def ewc_rows(df: RunScores, ewc: dict[str, RunScores]) -> list[str]:
     """One Markdown row per target: DF and EWC on that language, their paired difference and p."""
     rows = []
@@ -234,6 +248,7 @@ def main() -> None:
     if args.peft:
         compared += [run_scores(load_run(run(f"{task}-{m}", f"{task}-{m}", args.set, data_dir, out, peft_seeds)), label=m) for m in PEFT]
     report = compare_runs(compared, control="DF")
+    lines += cost_lines(compared, out)
     lines += ["", "The `xlgap compare` output against DF (test):", "", report_markdown(report).split("\n", 1)[1].replace("\n## ", "\n### ")]
     targets = [t for t in args.ewc_targets.split(",") if t]
     ewc: dict[str, RunScores] = {}
