@@ -84,6 +84,13 @@ def fisher_file(lang: str, data_dir: Path, out: Path, examples: int) -> Path:
     return path
 
 
+def edge_note(best: float, dev: dict[float, float]) -> list[str]:
+    """A warning line when the chosen strength is the grid's smallest or largest (the optimum may lie beyond)."""
+    if len(dev) > 1 and best in (min(dev), max(dev)):
+        return ["", f"The chosen strength {best:g} is at the edge of the grid: the best strength may lie beyond it."]
+    return []
+
+
 def frechet_lines(df_folder: Path, task: str, targets: list[str], data_dir: Path, out: Path, examples: int) -> list[str]:
     """The Fréchet section: every target with a test set and Fisher text, correlated with DF's test scores."""
     languages = [
@@ -235,6 +242,7 @@ def main() -> None:
         "| form | " + " | ".join(f"{v:g}" for v in dev_penalty) + " |",
         "|---|" + "---|" * len(dev_penalty),
         "| penalty | " + " | ".join(f"{dev_penalty[v]:.2f}" for v in dev_penalty) + " |",
+        *edge_note(best_penalty, dev_penalty),
     ]
     if decoupled:
         best_decoupled, dev_decoupled = decoupled
@@ -244,6 +252,7 @@ def main() -> None:
             "| form | " + " | ".join(f"{v:g}" for v in dev_decoupled) + " |",
             "|---|" + "---|" * len(dev_decoupled),
             "| decoupled | " + " | ".join(f"{dev_decoupled[v]:.2f}" for v in dev_decoupled) + " |",
+            *edge_note(best_decoupled, dev_decoupled),
         ]
     if args.peft:
         compared += [run_scores(load_run(run(f"{task}-{m}", f"{task}-{m}", args.set, data_dir, out, peft_seeds)), label=m) for m in PEFT]
