@@ -55,7 +55,7 @@ def test_buffer_grams_and_combination_match_the_gradients():
     grams = buffer.layer_grams()
     assert grams.sum(0) == pytest.approx((g.double() @ g.double().T), rel=1e-10)
     d = buffer.combine(torch.tensor([0.25, 0.75], dtype=torch.float64))
-    assert torch.allclose(d, 0.25 * g[0] + 0.75 * g[1])
+    torch.testing.assert_close(d, 0.25 * g[0] + 0.75 * g[1])  # float32 rounding: the BLAS kernel sums in its own order
     per_layer = torch.tensor([[1.0, 0.0]] * len(buffer.layers), dtype=torch.float64)
     assert torch.equal(buffer.combine(per_layer), g[0])
     buffer.write_grad(d)
