@@ -160,9 +160,10 @@ def verdict(report, compared: list[RunScores], ewc: dict[str, RunScores], freche
         )
     if ewc:
         better = [lang for lang, scores in ewc.items() if fmean(scores.values(lang)) > fmean(df.values(lang, sorted(scores.seeds)))]
+        holds = len(better) < len(ewc)
         lines.append(
-            f"- EWC with a target-language Fisher does not help consistently: EWC is above DF on {len(better)} of "
-            f"{len(ewc)} targets ({', '.join(better) or 'none'})."
+            f"- EWC with a target-language Fisher does not help consistently: {'reproduced' if holds else 'not reproduced'} "
+            f"here (EWC above DF on {len(better)} of {len(ewc)} targets: {', '.join(better) or 'none'})."
         )
     if frechet is not None:
         holds = frechet["spearman"] < 0 and frechet["spearman_p"] < report.alpha
@@ -237,6 +238,7 @@ def main() -> None:
         f"Strengths chosen on dev (seeds {', '.join(map(str, choose_seeds))}): the best mean over seeds of the dev",
         "average over every language; the chosen one then runs on every seed."
         + (f" Every run with `{' '.join(args.set)}`." if args.set else ""),
+        "The EWC strength and the parameter-efficient methods' lr are their recipes' (not chosen on dev).",
         "Dev score of each strength:",
         "",
         "| form | " + " | ".join(f"{v:g}" for v in dev_penalty) + " |",
