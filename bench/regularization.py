@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 from statistics import fmean
 
-import yaml
 from scipy import stats
 
 from benchdoc import update_section
@@ -47,9 +46,8 @@ FISHER_TEXT = "xnli"
 def run(recipe: str, name: str, overrides: list[str], data_dir: Path, out: Path, seeds: list[int]) -> Path:
     """Run (or finish) `configs/cpu/<recipe>.yaml` with `overrides` as run `name` on `seeds` (and on the
     seeds the folder already has); returns its folder."""
-    saved = out / name / "config.yaml"
-    if saved.exists():
-        seeds = sorted(set(seeds) | set(yaml.safe_load(saved.read_text(encoding="utf-8"))["seeds"]))
+    if (out / name / "config.yaml").exists():
+        seeds = sorted(set(seeds) | set(load_run(out / name).config["seeds"]))
     cfg = load_config(
         ROOT / "configs" / "cpu" / f"{recipe}.yaml",
         [f"data.dir={data_dir}", f"output_dir={out}", f"seeds={seeds}", f"name={name}", *overrides],

@@ -43,15 +43,16 @@ def main() -> None:
     results = {}
     with RunProgress() as progress:
         strength = [f"methods.1.strength={args.l2_strength}"] if args.l2_strength is not None else []
+        extra = {"df": args.set, "l2": [*args.set, *strength]}  # each method's overrides, for every run of it
         for label in ("df", "l2"):
             # the data folder (and every override) as a one-value grid: every point reads it
-            data = [f"data.dir={args.data_dir.resolve()}", *args.set, *(strength if label == "l2" else [])]
+            data = [f"data.dir={args.data_dir.resolve()}", *extra[label]]
             sweep = load_sweep(ROOT / "configs" / "sweeps" / f"sensitivity-{label}-udpos.yaml", data, None, args.out, None)
             run_sweep(sweep, progress)
             results[label] = sweep_rows(sweep.folder, "test")
         extreme = {}
         for label, recipe in (("df", "udpos.yaml"), ("l2", "udpos-l2.yaml")):
-            overrides = [f"data.dir={args.data_dir.resolve()}", f"output_dir={args.out}", f"name=extreme-lr-{label}", f"train.learning_rate={EXTREME_LR}", *args.set, *(strength if label == "l2" else [])]
+            overrides = [f"data.dir={args.data_dir.resolve()}", f"output_dir={args.out}", f"name=extreme-lr-{label}", f"train.learning_rate={EXTREME_LR}", *extra[label]]
             extreme[label] = run_experiment(load_config(ROOT / "configs" / "cpu" / recipe, overrides), resume=True, progress=progress)
     lines = [
         "## Hyper-parameter sensitivity: plain fine-tuning vs L2 (UD POS, bundled encoder, CPU)",
