@@ -43,6 +43,17 @@ def provenance() -> str:
     )
 
 
+def add_override_option(parser) -> None:
+    """Give a benchmark's argparse `parser` the repeatable `--set KEY=VALUE` (a config override for every
+    run, as `xlgap run --set`); the values land in `args.set`."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for every run")
+
+
+def overrides_note(overrides: list[str]) -> str:
+    """The sentence a section carries when its runs were overridden ('' when they were not)."""
+    return f" Every run with `{' '.join(overrides)}`." if overrides else ""
+
+
 def update_section(name: str, body: str) -> None:
     """Replace (or append) the section `name` of docs/benchmarks.md with `body` plus provenance."""
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 from statistics import fmean, stdev
 
-from benchdoc import update_section
+from benchdoc import add_override_option, overrides_note, update_section
 from xlgap.config import load_config
 from xlgap.report.compare import TARGET_AVG, compare_runs, report_markdown, run_scores
 from xlgap.results import load_run
@@ -33,12 +33,13 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "precision")
+    add_override_option(parser)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     folders = {}
     with RunProgress() as progress:
         for precision in PRECISIONS:
-            overrides = [f"name={precision}", f"output_dir={args.out}", f"seeds={seeds}", f"data.dir={args.data_dir.resolve()}", f"train.precision={precision}"]
+            overrides = [f"name={precision}", f"output_dir={args.out}", f"seeds={seeds}", f"data.dir={args.data_dir.resolve()}", f"train.precision={precision}", *args.set]
             cfg = load_config(ROOT / "configs" / "cpu" / "udpos.yaml", overrides)
             progress.console.rule(f"udpos DF, {precision}")
             run_experiment(cfg, resume=True, progress=progress)
@@ -52,7 +53,7 @@ def main() -> None:
         "",
         f"Seeds {', '.join(map(str, seeds))}, paired by seed, on {hardware} "
         f"(native bf16: {'yes' if cpu_has_native_bf16() else 'no, emulated'}). Test accuracy (%), mean ± sample std over seeds;",
-        "seconds are each seed's whole run (training, probes, final evaluation), mean over seeds.",
+        "seconds are each seed's whole run (training, probes, final evaluation), mean over seeds." + overrides_note(args.set),
         "",
         "| precision | English | target average | s / seed |",
         "|---|---|---|---|",

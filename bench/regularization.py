@@ -30,7 +30,7 @@ from statistics import fmean
 
 from scipy import stats
 
-from benchdoc import update_section
+from benchdoc import add_override_option, overrides_note, update_section
 from xlgap.config import load_config
 from xlgap.data.sources import available_languages
 from xlgap.report.compare import TARGET_AVG, RunScores, compare_runs, report_markdown, run_scores
@@ -194,7 +194,7 @@ def main() -> None:
     parser.add_argument("--peft-seeds", default=None, help="seeds of the parameter-efficient runs (default: --seeds)")
     parser.add_argument("--choose-seeds", default=None, help="seeds the strengths are chosen on (default: --seeds)")
     parser.add_argument("--frechet", action="store_true", help="also the Fréchet-distance correlation over the targets")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for every run")
+    add_override_option(parser)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "regularization")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -235,7 +235,7 @@ def main() -> None:
         "L2 (Eq. 1) over `all - head - word_embeddings` (the word embeddings are frozen in the recipe).",
         f"Strengths chosen on dev (seeds {', '.join(map(str, choose_seeds))}): the best mean over seeds of the dev",
         "average over every language; the chosen one then runs on every seed."
-        + (f" Every run with `{' '.join(args.set)}`." if args.set else ""),
+        + overrides_note(args.set),
         "The EWC strength and the parameter-efficient methods' lr are their recipes' (not chosen on dev).",
         "Dev score of each strength:",
         "",

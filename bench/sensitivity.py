@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 from statistics import fmean, stdev
 
-from benchdoc import update_section
+from benchdoc import add_override_option, overrides_note, update_section
 from xlgap.config import load_config
 from xlgap.sweep import load_sweep, run_sweep, sweep_rows
 from xlgap.train.progress import RunProgress
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "sensitivity")
     parser.add_argument("--l2-strength", type=float, default=None, help="L2's lambda (default: the recipe's); choose it on dev")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override for every run")
+    add_override_option(parser)
     args = parser.parse_args()
     results = {}
     with RunProgress() as progress:
@@ -59,9 +59,8 @@ def main() -> None:
         "",
         "The five settings of the L2 paper's Table 10 (UDPOS) scaled to the CPU recipe (configs/sweeps/sensitivity-*.yaml:",
         "lr x5, warm-up steps / 10, epochs / 5), one seed per setting"
-        + (f", every run with `{' '.join(args.set)}`" if args.set else "")
         + (f", L2 with lambda = {args.l2_strength:g} (chosen on dev)" if args.l2_strength is not None else "")
-        + ". Mean ± std over the five settings of the test accuracy, %.",
+        + ". Mean ± std over the five settings of the test accuracy, %." + overrides_note(args.set),
         "",
         "| method | English | zero-shot average | settings |",
         "|---|---|---|---|",

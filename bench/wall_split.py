@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import subprocess
 import time
 from pathlib import Path
@@ -38,6 +39,14 @@ def timed(key: str, function):
             SPENT[key] += time.perf_counter() - started
 
     return wrapper
+
+
+def cpu_name() -> str:
+    """The CPU model of this machine (read here: an older xlgap has no hardware module)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -66,9 +75,12 @@ def main() -> None:
     total = time.perf_counter() - started
     source = Path(runner.__file__).resolve().parents[2]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True, text=True).stdout.strip()
+    result = json.loads((cfg.run_dir / "seed-1" / "results.json").read_text())
     row = {
         "label": args.label,
         "commit": commit,
+        "machine": cpu_name(),
+        "precision": (result.get("precision") or {}).get("used", "fp32"),  # code before `train.precision` ran fp32
         "training": SPENT["train"] - SPENT["probes"] - SPENT["checkpoints"],
         "probes": SPENT["probes"],
         "checkpoints": SPENT["checkpoints"],
@@ -88,14 +100,14 @@ def main() -> None:
         "'other' is loading and encoding the data, the model and writing the run folder. Each row was measured",
         "by `bench/wall_split.py` on the commit named, with the same recipe and data.",
         "",
-        "| code | commit | training | probes | checkpoints | final evaluation | other | total | outside training |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| code | commit | machine | precision | training | probes | checkpoints | final evaluation | other | total | outside training |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         other = r["total"] - r["training"] - r["probes"] - r["checkpoints"] - r["final_evaluation"]
         cells = [f"{r[k]:.0f} ({r[k] / r['total']:.0%})" for k in ("training", "probes", "checkpoints", "final_evaluation")]
         lines.append(
-            f"| {r['label']} | `{r['commit']}` | " + " | ".join(cells)
+            f"| {r['label']} | `{r['commit']}` | {r.get('machine', 'not recorded')} | {r.get('precision', 'not recorded')} | " + " | ".join(cells)
             + f" | {other:.0f} ({other / r['total']:.0%}) | {r['total']:.0f} | **{1 - r['training'] / r['total']:.0%}** |"
         )
     body = "\n".join(lines)

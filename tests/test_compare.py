@@ -21,6 +21,7 @@ from xlgap.report.compare import (
     friedman_test,
     paired_tests,
     relative_score,
+    report_markdown,
     run_scores,
 )
 from xlgap.results import load_run
@@ -142,3 +143,16 @@ def test_compare_command_writes_tables_and_the_diagram(tmp_path):
     assert bad.exit_code == 2 and "expected RUN=NAME" in bad.output
     missing = CliRunner().invoke(app, ["compare", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "not an xlgap run folder" in missing.output
+
+
+def test_runs_without_a_source_test_score_compare_without_a_gap(tmp_path):
+    # PAWS-X in the XTREME layout: no English test set, so the test scores hold the targets only
+    df = write_run(tmp_path, "df", {1: {"de": 80.0, "fr": 70.0}, 2: {"de": 82.0, "fr": 71.0}}, task="pawsx")
+    fsf = write_run(tmp_path, "fsf", {1: {"de": 81.0, "fr": 72.0}, 2: {"de": 84.0, "fr": 72.0}}, methods=[{"name": "fsf"}], task="pawsx")
+    report = compare_runs([scores(df), scores(fsf)], control="DF")
+    tests = {t.language: t for t in report.tests["fsf"]}
+    assert sorted(tests) == ["de", "fr", TARGET_AVG]
+    assert tests[TARGET_AVG].difference == pytest.approx(((81 + 72) / 2 + (84 + 72) / 2 - (80 + 70) / 2 - (82 + 71) / 2) / 2)
+    assert report.intervals["fsf"] == {TARGET_AVG: bootstrap_interval([76.5, 78.0])}
+    text = report_markdown(report)
+    assert "| fsf | fsf | 2 | 82.5 ± 2.1 | 72.0 ± 0.0 | 77.2 ± 1.1 |  |" in text

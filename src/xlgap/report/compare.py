@@ -79,6 +79,15 @@ class RunScores:
         """The mean over seeds."""
         return fmean(self.values(language))
 
+    def has_gap(self) -> bool:
+        """Whether every seed scored every source language: the gap needs them (PAWS-X in the XTREME
+        layout, for one, has no English test set)."""
+        return all(s in scores for scores in self.seeds.values() for s in self.sources)
+
+    def summary_keys(self) -> list[str]:
+        """TARGET_AVG, and GAP where the run has one."""
+        return [TARGET_AVG, GAP] if self.has_gap() else [TARGET_AVG]
+
 
 def run_label(run: Run) -> str:
     """A run's method label: its methods `+`-joined (DF without), with the combiner of a multi-source run."""
@@ -117,8 +126,9 @@ class PairedTest:
 
 
 def paired_tests(run: RunScores, control: RunScores) -> list[PairedTest]:
-    """Per language (both runs' languages in the run's order), then TARGET_AVG and GAP: the mean
-    difference run - control and its paired t-test; Holm's correction over the languages."""
+    """Per language (both runs' languages in the run's order), then TARGET_AVG and GAP (where both runs
+    have one): the mean difference run - control and its paired t-test; Holm's correction over the
+    languages."""
     shared = sorted(set(run.seeds) & set(control.seeds))
     if len(shared) < 2:
         raise CompareError(
@@ -126,7 +136,8 @@ def paired_tests(run: RunScores, control: RunScores) -> list[PairedTest]:
         )
     languages = [lang for lang in run.seeds[shared[0]] if all(lang in run.seeds[s] and lang in control.seeds[s] for s in shared)]
     tests = []
-    for language in [*languages, TARGET_AVG, GAP]:
+    summaries = [key for key in run.summary_keys() if key in control.summary_keys()]
+    for language in [*languages, *summaries]:
         a, b = np.array(run.values(language, shared)), np.array(control.values(language, shared))
         diff = a - b
         if np.allclose(diff, diff[0]):
@@ -260,7 +271,7 @@ def compare_runs(
         base = controls.get(r.setting)
         if base is not None and base is not r:
             tests[r.name] = paired_tests(r, base)
-    intervals = {r.name: {key: bootstrap_interval(r.values(key)) for key in (TARGET_AVG, GAP)} for r in runs}
+    intervals = {r.name: {key: bootstrap_interval(r.values(key)) for key in r.summary_keys()} for r in runs}
     table: dict[str, dict[str, float]] = {}
     for r in runs:
         for t in r.targets:
@@ -292,13 +303,14 @@ def report_markdown(report: ComparisonReport) -> str:
         rows = []
         for r in runs:
             cells = [_mean_std(r.values(lang)) if all(lang in s for s in r.seeds.values()) else "" for lang in languages]
-            rows.append([r.name, r.label, str(len(r.seeds)), *cells, _mean_std(r.values(TARGET_AVG)), _mean_std(r.values(GAP))])
+            gap = _mean_std(r.values(GAP)) if r.has_gap() else ""
+            rows.append([r.name, r.label, str(len(r.seeds)), *cells, _mean_std(r.values(TARGET_AVG)), gap])
         lines += [f"## {setting}", "", "mean ± sample std over seeds", "", markdown_table(header, rows), ""]
         ci_rows = []
         for r in runs:
             cells = []
             for key in (TARGET_AVG, GAP):
-                ci = report.intervals[r.name][key]
+                ci = report.intervals[r.name].get(key)
                 cells.append("" if ci is None else f"[{ci[0]:.1f}, {ci[1]:.1f}]")
             ci_rows.append([r.name, *cells])
         lines += ["95% seed-bootstrap intervals of the mean", "", markdown_table(["run", TARGET_AVG, GAP], ci_rows), ""]
@@ -355,7 +367,7 @@ def report_latex(report: ComparisonReport) -> str:
             cells = [
                 (f"{fmean(r.values(lang)):.1f}" if all(lang in s for s in r.seeds.values()) else "") for lang in languages
             ]
-            out.append(" & ".join([r.label.replace("_", "\\_") + mark, *cells, f"{r.mean(TARGET_AVG):.1f}", f"{r.mean(GAP):.1f}"]) + " \\\\")
+            out.append(" & ".join([r.label.replace("_", "\\_") + mark, *cells, f"{r.mean(TARGET_AVG):.1f}", f"{r.mean(GAP):.1f}" if r.has_gap() else "--"]) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(out)
 
