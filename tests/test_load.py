@@ -9,7 +9,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForTokenClassification
 
-from tests.tiny import write_tiny_model
+from tiny import write_tiny_model
 from xlgap.models.load import load_model
 
 
