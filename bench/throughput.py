@@ -23,7 +23,7 @@ memory is the largest resident set size sampled after every update of a variant,
 fresh process (on a GPU, `torch.cuda.max_memory_allocated`). The machine's limit is a 2048 x 2048 matmul measured in the same run,
 in fp32 and bf16; a variant's share of it is its model FLOP/s (6 x the trained non-embedding parameters
 per token, plus attention, times its tokens/s) over the matmul rate in its precision, for the recipe's
-batches and for a batch of long sequences (32 x 128 tokens).
+batches and for fixed batches of long sequences (32 x 128 and 16 x 512 tokens).
 
     python bench/throughput.py --data-dir ../shared/data
 """
@@ -161,15 +161,18 @@ def measure(variant: str, data_dir: Path, sentences: int, steps: int, batch: int
     }
 
 
-def long_batch_rate(model_path: str, precision: str, steps: int = 4) -> tuple[float, float]:
-    """(tokens/s, FLOPs per token) of xlgap DF's training step on a fixed batch of 32 x 128 tokens."""
+LONG_BATCHES = ((32, 128), (16, 512))  # (rows, tokens): the recipe's longest batches, and XTREME's QA-length windows
+
+
+def long_batch_rate(model_path: str, precision: str, rows: int, length: int, steps: int = 4) -> tuple[float, float]:
+    """(tokens/s, FLOPs per token) of xlgap DF's training step on a fixed batch of rows x length tokens."""
     task = get_task("udpos")
     set_seed(1)
     model = kind_of(task).load_model(model_path, task)
     Freeze("word_embeddings").prepare(model, None)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    ids = torch.randint(5, 1000, (32, 128))
-    labels = torch.randint(0, 17, (32, 128))
+    ids = torch.randint(5, 1000, (rows, length))
+    labels = torch.randint(0, 17, (rows, length))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     times = []
     for _ in range(steps + 1):
@@ -180,7 +183,7 @@ def long_batch_rate(model_path: str, precision: str, steps: int = 4) -> tuple[fl
         optimizer.step()
         optimizer.zero_grad()
         times.append(time.perf_counter() - started)
-    return ids.numel() / statistics.mean(times[1:]), flops_per_token(model, 128)
+    return ids.numel() / statistics.mean(times[1:]), flops_per_token(model, length)
 
 
 def main() -> None:
@@ -219,7 +222,7 @@ def main() -> None:
     compile_time = sum(compiled) - steady * len(compiled)
     print(f"{COMPILED}: {steady:.2f} s/update once compiled, {compile_time:.0f} s of compiling", flush=True)
     model_path = resolve_model("bundled:multilingual-e5-small")
-    long_rate, long_flops = long_batch_rate(model_path, precision)
+    long = {shape: long_batch_rate(model_path, precision, *shape) for shape in LONG_BATCHES}
 
     def tokens_per_s(v: str) -> float:
         return sum(totals[v]["real"]) / sum(totals[v]["times"])
@@ -261,8 +264,12 @@ def main() -> None:
             "",
             f"**xlgap DF vs the best plain Trainer ({best_plain}): {tokens_per_s('xlgap DF') / tokens_per_s(best_plain):.2f}x tokens/s.** "
             f"**FSF step time over DF: {fsf_ratio:.2f}** (per round " + ", ".join(f"{r:.2f}" for r in per_round) + ").",
-            f"Long batches (32 x 128 tokens, xlgap DF's step without the Trainer): {long_rate:.0f} tokens/s, "
-            f"{long_rate * long_flops / 1e9 / rates[precision]:.0%} of the {precision} matmul rate.",
+            "Long batches (xlgap DF's step without the Trainer, fixed random batches): "
+            + "; ".join(
+                f"{rows} x {length} tokens: {rate:.0f} tokens/s, {rate * per_token / 1e9 / rates[precision]:.0%} of the {precision} matmul rate"
+                for (rows, length), (rate, per_token) in long.items()
+            )
+            + ".",
             f"torch.compile ({2 * args.steps} updates, once): {compiled_gain:.2f}x xlgap DF's speed per update once compiled, "
             f"{compile_time:.0f} s of compiling over the run; "
             + (f"it pays for itself after {breakeven:.0f} updates (the CPU recipe trains 250)." if breakeven != float("inf") else "it never pays for itself, so xlgap does not enable it."),
