@@ -18,16 +18,22 @@ import torch
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
-def _this_checkouts_source_commit():
-    """`xlgap.utils.git.source_commit` of this checkout, loaded by path: a benchmark may run with an
-    older xlgap importable (bench/wall_split.py's 'before' rows), which has no such module."""
-    spec = importlib.util.spec_from_file_location("xlgap_bench_git", DOC.parents[1] / "src" / "xlgap" / "utils" / "git.py")
+def _this_checkouts_module(name: str):
+    """`xlgap.utils.<name>` of this checkout, loaded by path: a benchmark may run with an older xlgap
+    importable (bench/wall_split.py's 'before' rows), which may lack the module."""
+    spec = importlib.util.spec_from_file_location(f"xlgap_bench_{name}", DOC.parents[1] / "src" / "xlgap" / "utils" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.source_commit
+    return module
 
 
-source_commit = _this_checkouts_source_commit()
+source_commit = _this_checkouts_module("git").source_commit
+_hardware = _this_checkouts_module("hardware")
+
+
+def cpu_description() -> str:
+    """The CPU model and threads, and whether it computes bf16 natively (what `precision: auto` reads)."""
+    return f"{_hardware.device_description('cpu')}, native bf16: {'yes' if _hardware.cpu_has_native_bf16() else 'no'}"
 
 
 STARTED_AT_COMMIT = source_commit(DOC.parents[1] / "src") or "unknown"  # the code that ran, even if the tree changes during a long benchmark
@@ -38,8 +44,8 @@ def provenance() -> str:
     commit = STARTED_AT_COMMIT
     command = " ".join(["python", *[os.path.relpath(sys.argv[0], DOC.parents[1]), *sys.argv[1:]]])
     return (
-        f"Measured {date.today()} at commit `{commit}` on {platform.machine()} with {os.cpu_count()} CPU cores, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads). Command: `{command}`"
+        f"Measured {date.today()} at commit `{commit}` on {platform.machine()} with {os.cpu_count()} CPU cores "
+        f"({cpu_description()}), torch {torch.__version__}. Command: `{command}`"
     )
 
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import time
 from pathlib import Path
 
-from benchdoc import update_section
+from benchdoc import cpu_description, update_section
 from xlgap.config import load_config
 from xlgap.train import run as runner
 from xlgap.train.trainer import XlgapTrainer
@@ -39,14 +38,6 @@ def timed(key: str, function):
             SPENT[key] += time.perf_counter() - started
 
     return wrapper
-
-
-def cpu_name() -> str:
-    """The CPU model of this machine (read here: an older xlgap has no hardware module)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -79,7 +70,7 @@ def main() -> None:
     row = {
         "label": args.label,
         "commit": commit,
-        "machine": cpu_name(),
+        "machine": cpu_description(),
         "precision": (result.get("precision") or {}).get("used", "fp32"),  # code before `train.precision` ran fp32
         "training": SPENT["train"] - SPENT["probes"] - SPENT["checkpoints"],
         "probes": SPENT["probes"],
