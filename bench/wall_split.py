@@ -89,10 +89,11 @@ def main() -> None:
         "",
         "Seconds (share of the run). 'training' is `Trainer.train` less the probes and checkpoints inside it;",
         "'other' is loading and encoding the data, the model and writing the run folder. Each row was measured",
-        "by `bench/wall_split.py` on the commit named, with the same recipe and data.",
+        "by `bench/wall_split.py` on the commit named, with the same recipe and data. The last column is the",
+        "cost of the training loop's own extras (probes and checkpoints) per second of training.",
         "",
-        "| code | commit | machine | precision | training | probes | checkpoints | final evaluation | other | total | outside training |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| code | commit | machine | precision | training | probes | checkpoints | final evaluation | other | total | outside training | probes + checkpoints vs training |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         other = r["total"] - r["training"] - r["probes"] - r["checkpoints"] - r["final_evaluation"]
@@ -100,6 +101,7 @@ def main() -> None:
         lines.append(
             f"| {r['label']} | `{r['commit']}` | {r.get('machine', 'not recorded')} | {r.get('precision', 'not recorded')} | " + " | ".join(cells)
             + f" | {other:.0f} ({other / r['total']:.0%}) | {r['total']:.0f} | **{1 - r['training'] / r['total']:.0%}** |"
+            + f" {(r['probes'] + r['checkpoints']) / r['training']:.0%} |"
         )
     body = "\n".join(lines)
     print(body)
