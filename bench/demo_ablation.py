@@ -17,23 +17,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from statistics import fmean, stdev
 
 from benchdoc import update_section
 from xlgap.demo import SIZES, demo_config
 from xlgap.methods.fsf import calibrate_threshold
-from xlgap.report.compare import TARGET_AVG, compare_runs, report_markdown, run_scores
+from xlgap.report.compare import TARGET_AVG, compare_runs, mean_std, report_markdown, run_scores
 from xlgap.results import load_run
 from xlgap.train.progress import RunProgress
 from xlgap.train.run import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 REMOVED = {"FSF": None, "FSF - I": "I", "FSF - II": "II", "FSF - IV": "IV"}
-
-
-def mean_std(values: list[float]) -> str:
-    """'mean ± sample std' of a list over seeds."""
-    return f"{fmean(values):.1f} ± {stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ from transformers.utils import logging as hf_logging
 from xlgap.models.bundled import resolve_model_path
 from xlgap.utils.errors import UserError
 
+log = logging.getLogger(__name__)
+
 
 def resolve_model(spec: str, cache_dir: str | None = None) -> str:
     """The path or hub id to load `spec` from (bundled models are converted on first use)."""
@@ -39,9 +41,6 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     if not tokenizer.is_fast:
         raise ModelNotFoundError(f"model.name: {path}: xlgap needs a fast (Rust) tokenizer for word alignment; got {type(tokenizer).__name__}")
     return tokenizer
-
-
-log = logging.getLogger(__name__)
 
 
 def load_model(path: str, head: type, **config: Any) -> PreTrainedModel:

@@ -289,7 +289,8 @@ def _p(p: float | None) -> str:
     return "" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
-def _mean_std(values: list[float]) -> str:
+def mean_std(values: list[float]) -> str:
+    """'mean ± sample std' of a list over seeds (the mean alone for one value)."""
     return f"{fmean(values):.1f} ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
@@ -302,9 +303,9 @@ def report_markdown(report: ComparisonReport) -> str:
         header = ["run", "method", "seeds", *languages, TARGET_AVG, GAP]
         rows = []
         for r in runs:
-            cells = [_mean_std(r.values(lang)) if all(lang in s for s in r.seeds.values()) else "" for lang in languages]
-            gap = _mean_std(r.values(GAP)) if r.has_gap() else ""
-            rows.append([r.name, r.label, str(len(r.seeds)), *cells, _mean_std(r.values(TARGET_AVG)), gap])
+            cells = [mean_std(r.values(lang)) if all(lang in s for s in r.seeds.values()) else "" for lang in languages]
+            gap = mean_std(r.values(GAP)) if r.has_gap() else ""
+            rows.append([r.name, r.label, str(len(r.seeds)), *cells, mean_std(r.values(TARGET_AVG)), gap])
         lines += [f"## {setting}", "", "mean ± sample std over seeds", "", markdown_table(header, rows), ""]
         ci_rows = []
         for r in runs:
