@@ -1,5 +1,5 @@
 """models/load.py: a fresh head is reported once, quietly; encoder weights missing from a checkpoint are
-named in a warning; transformers' own load table is not printed."""
+named in a warning; transformers' own load table and tensor-parallel report are not printed."""
 
 from __future__ import annotations
 
@@ -22,6 +22,21 @@ def test_fresh_head_is_an_info_line_and_no_load_table(tmp_path, caplog, capfd):
     assert infos == [f"{path}: freshly initialised task head (classifier.bias, classifier.weight)"]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert "LOAD REPORT" not in capfd.readouterr().err
+
+
+def test_no_tensor_parallel_report_for_a_model_without_a_plan(tmp_path):
+    """transformers 5.2x lists every layer as "not sharded" when the load table is quieted."""
+    path = write_tiny_model(tmp_path / "m")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    tp_logger = logging.getLogger("transformers.distributed.tensor_parallel")
+    tp_logger.addHandler(handler)
+    try:
+        load_model(path, AutoModelForTokenClassification, num_labels=5)
+    finally:
+        tp_logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == []
 
 
 def test_encoder_weight_missing_from_the_checkpoint_is_named(tmp_path, caplog):

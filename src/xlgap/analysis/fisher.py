@@ -36,6 +36,7 @@ from transformers import AutoModelForMaskedLM
 from xlgap.kinds.base import IGNORE_INDEX
 from xlgap.methods.fisher_file import Fisher, FisherError
 from xlgap.models.anatomy import model_anatomy
+from xlgap.models.load import quiet_loading
 
 log = logging.getLogger(__name__)
 ESTIMATORS = ("empirical", "sampled")
@@ -104,7 +105,8 @@ def fit_mlm_head(model: nn.Module, examples: list[tuple[torch.Tensor, torch.Tens
 def load_mlm_model(path: str, texts_for_head: list[tuple[torch.Tensor, torch.Tensor]], head_steps: int, seed: int) -> tuple[nn.Module, str]:
     """A masked-LM model from `path`, and how its head came about (pretrained, or fitted here)."""
     torch.manual_seed(seed)
-    model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True, dtype=torch.float32)
+    with quiet_loading():  # the missing masked-LM head is reported below, not as transformers' load table
+        model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True, dtype=torch.float32)
     head = set(model_anatomy(model).select("head"))
     missing = [k for k in info.get("missing_keys", []) if k in head]
     if not missing:

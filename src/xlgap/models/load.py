@@ -9,6 +9,8 @@ at random too, which no fine-tuning run should do silently).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +45,31 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+# transformers' own reports while loading: the per-weight load table (modeling_utils) and, since 5.2x, a
+# tensor-parallel check that lists every layer as "not sharded" for models without a TP plan (it runs
+# exactly when modeling_utils is quieted). report_missing says what matters instead.
+LOADING_LOGGERS = ("transformers.modeling_utils", "transformers.distributed.tensor_parallel")
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Raise transformers' loading loggers to ERROR for the duration, restoring their levels after."""
+    loggers = [hf_logging.get_logger(name) for name in LOADING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def load_model(path: str, head: type, **config: Any) -> PreTrainedModel:
     """The encoder at `path` with a freshly initialised head of the Auto class `head` (e.g.
     AutoModelForTokenClassification), in float32; `config` sets the head's config (num_labels, ...)."""
-    loader = hf_logging.get_logger("transformers.modeling_utils")
-    level = loader.level
-    loader.setLevel(logging.ERROR)
-    try:
+    with quiet_loading():
         model, info = head.from_pretrained(path, dtype=torch.float32, output_loading_info=True, **config)
-    finally:
-        loader.setLevel(level)
     report_missing(model, sorted(info["missing_keys"]), path)
     return model
 
