@@ -10,7 +10,8 @@ with lambda = 0.15; `fs` = policies I+II, `ff` = policies III+IV). The loss wind
 Guo et al. observe: no dev or test score chooses anything. Writes the per-language test table (mean ±
 sample std over seeds, target average, gap) with the `xlgap compare` statistics against DF (paired
 t-tests per language with Holm, bootstrap intervals, Friedman / Bonferroni-Dunn with three or more
-methods), a generated sentence on whether FSF reduces the gap, the task's other test metrics and the
+methods), a generated sentence on whether FSF reduces the gap, each method's paired 95% interval against DF and the
+seeds it takes to resolve a 0.5-point difference at the measured spread, the task's other test metrics and the
 dev table into the `zero-shot-<task>` section of docs/benchmarks.md (or `--section`), and its figures
 into docs/figures/<section>/. Rerunning continues where an interrupted run stopped.
 
@@ -27,7 +28,7 @@ from pathlib import Path
 from benchdoc import add_override_option, overrides_note, update_section
 from xlgap.config import load_config
 from xlgap.methods.fsf import calibrate_threshold
-from xlgap.report.compare import GAP, TARGET_AVG, compare_runs, report_markdown, run_scores
+from xlgap.report.compare import GAP, TARGET_AVG, compare_runs, report_markdown, run_scores, seeds_to_resolve
 from xlgap.report.plots import write_figures
 from xlgap.report.tables import comparison, to_markdown
 from xlgap.results import Run, load_run
@@ -76,6 +77,22 @@ def gap_verdict(report, runs) -> list[str]:
         + ("significant at " if average.p < report.alpha else "not significant at ")
         + f"alpha = {report.alpha} for the target average."
     ]
+
+
+def resolution(report, runs, delta: float = 0.5) -> list[str]:
+    """Per method, its target-average difference to DF with the paired 95% interval, and how many paired
+    seeds it takes at this spread to tell a `delta`-point difference from none."""
+    lines = []
+    for run in runs[1:]:
+        average = next(t for t in report.tests[run.name] if t.language == TARGET_AVG)
+        needed = seeds_to_resolve(average.sd, delta)
+        lines.append(
+            f"- {run.label} - DF, target average: {average.difference:+.2f} ± {average.half_width():.2f} points "
+            f"(95% interval, {average.seeds} seeds paired, p = {average.p:.3f}, sd of the paired differences {average.sd:.2f}); "
+            f"a {delta}-point difference is resolved by {needed if needed is not None else 'more than 1000'} paired seeds at this spread"
+            + (" (as many as here or fewer)." if needed is not None and needed <= average.seeds else ".")
+        )
+    return lines
 
 
 def main() -> None:
@@ -138,6 +155,7 @@ def main() -> None:
         "Verdict (generated from the numbers):",
         "",
         *gap_verdict(report, scores),
+        *resolution(report, scores),
         "",
         f"Test, {metric} (the selection metric): the `xlgap compare` output against DF:",
         "",

@@ -23,6 +23,7 @@ from xlgap.report.compare import (
     relative_score,
     report_markdown,
     run_scores,
+    seeds_to_resolve,
 )
 from xlgap.results import load_run
 
@@ -58,6 +59,9 @@ def test_paired_t_test_per_language_with_holm(tmp_path):
     assert tests["de"].p_holm == pytest.approx(3 * 0.07417990, rel=1e-5)
     assert tests[TARGET_AVG].difference == pytest.approx(1.0) and tests[TARGET_AVG].p_holm is None
     assert tests[GAP].difference == pytest.approx(-1.0)
+    # the 95% interval of de's mean difference: t_{0.975, 2} = 4.302653, times sd 1 / sqrt 3
+    assert tests["de"].sd == pytest.approx(1.0)
+    assert tests["de"].half_width() == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
 
 
 def test_paired_tests_need_two_shared_seeds(tmp_path):
@@ -156,3 +160,10 @@ def test_runs_without_a_source_test_score_compare_without_a_gap(tmp_path):
     assert report.intervals["fsf"] == {TARGET_AVG: bootstrap_interval([76.5, 78.0])}
     text = report_markdown(report)
     assert "| fsf | fsf | 2 | 82.5 ± 2.1 | 72.0 ± 0.0 | 77.2 ± 1.1 |  |" in text
+
+
+def test_seeds_to_resolve_a_difference_at_a_given_spread():
+    # sd 1, delta 0.5: t_{0.975, 16} / sqrt 17 = 2.1199 / 4.1231 = 0.514 > 0.5, t_{0.975, 17} / sqrt 18 = 0.497
+    assert seeds_to_resolve(1.0, 0.5) == 18
+    assert seeds_to_resolve(0.0, 0.5) == 2  # no spread: the fewest seeds a paired test takes
+    assert seeds_to_resolve(100.0, 0.5, most=50) is None

@@ -123,6 +123,23 @@ class PairedTest:
     t: float
     p: float
     p_holm: float | None = None
+    sd: float = math.nan  # sample standard deviation of the per-seed differences
+
+    def half_width(self, level: float = 0.95) -> float:
+        """Half the width of the paired t confidence interval of the mean difference."""
+        return ci_half_width(self.sd, self.seeds, level)
+
+
+def ci_half_width(sd: float, seeds: int, level: float = 0.95) -> float:
+    """Half the width of the t confidence interval of a mean over `seeds` paired differences of sample
+    standard deviation `sd`: t_{(1 + level) / 2, seeds - 1} sd / sqrt(seeds)."""
+    return float(stats.t.ppf((1 + level) / 2, seeds - 1)) * sd / math.sqrt(seeds)
+
+
+def seeds_to_resolve(sd: float, delta: float, level: float = 0.95, most: int = 1000) -> int | None:
+    """The fewest paired seeds whose confidence interval of the mean difference is at most +-`delta` wide
+    at the spread `sd` (None beyond `most`): how many seeds it takes to tell a `delta` difference from none."""
+    return next((n for n in range(2, most + 1) if ci_half_width(sd, n, level) <= delta), None)
 
 
 def paired_tests(run: RunScores, control: RunScores) -> list[PairedTest]:
@@ -145,7 +162,7 @@ def paired_tests(run: RunScores, control: RunScores) -> list[PairedTest]:
         else:
             result = stats.ttest_rel(a, b)
             t, p = float(result.statistic), float(result.pvalue)
-        tests.append(PairedTest(language, len(shared), float(diff.mean()), t, p))
+        tests.append(PairedTest(language, len(shared), float(diff.mean()), t, p, sd=float(diff.std(ddof=1))))
     per_language = tests[: len(languages)]
     if per_language:
         adjusted = multipletests([t.p for t in per_language], method="holm")[1]
