@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -80,6 +81,18 @@ def test_batches_are_length_sorted_and_padded_by_indexing():
             assert batch.columns["word_ids"][i, :length].tolist() == split.columns["word_ids"][row]
         seen += list(batch.rows)
     assert sorted(seen) == list(range(len(split)))
+
+
+def test_batches_hold_at_most_the_padded_tokens_of_batch_size_mean_length_rows():
+    split = encode_split(split_of(POS, tagged(60, seed=3)), POS, tiny_tokenizer(), 64)
+    lengths = np.asarray(split.columns["length"])
+    budget = 16 * lengths.mean()
+    shapes = [tuple(b.inputs["input_ids"].shape) for b in batches(split, 16)]
+    assert all(rows <= 16 and (rows * width <= budget or rows == 1) for rows, width in shapes)
+    # each batch is as full as the budget allows: one more row of its width would exceed it (or the row cap)
+    assert all(rows == 16 or (rows + 1) * width > budget for rows, width in shapes[:-1])
+    assert sum(rows for rows, _ in shapes) == len(split)
+    assert sum(rows * width for rows, width in shapes) < 16 * -(-len(split) // 16) * lengths.max()
 
 
 def test_trainer_free_evaluation_equals_one_example_at_a_time():

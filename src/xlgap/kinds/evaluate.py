@@ -75,10 +75,21 @@ def batch_of(split: EncodedSplit, rows: np.ndarray) -> EvalBatch:
 
 
 def batches(split: EncodedSplit, batch_size: int) -> Iterator[EvalBatch]:
-    """Length-sorted, right-padded batches of at most `batch_size` rows (model inputs as CPU tensors)."""
-    order = pack(split).order
-    for first in range(0, len(order), batch_size):
-        yield batch_of(split, order[first : first + batch_size])
+    """Length-sorted, right-padded batches (model inputs as CPU tensors) of at most `batch_size` rows and
+    at most as many padded tokens as `batch_size` rows of the split's mean length (at least one row).
+
+    The token budget matters for small sets: the 60 dev sentences of a probe fit in one batch of 64
+    rows, which would pad every sentence to the longest one (about three times the real tokens for UD
+    POS); under the budget the long rows go in smaller batches of their own."""
+    packed = pack(split)
+    order = packed.order
+    budget = batch_size * float(packed.lengths.mean()) if len(order) else 0.0
+    first = 0
+    while first < len(order):
+        width = int(packed.lengths[order[first]])  # the longest row of the batch: rows run longest first
+        rows = min(batch_size, max(1, int(budget // width)))
+        yield batch_of(split, order[first : first + rows])
+        first += rows
 
 
 def fixed_batch(split: EncodedSplit, size: int = 32) -> dict[str, torch.Tensor]:
