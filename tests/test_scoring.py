@@ -4,6 +4,7 @@ included) against the unmodified copies in ../shared/official-eval."""
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import os
@@ -98,8 +99,56 @@ def test_score_errors_name_the_files(tmp_path):
     with pytest.raises(ScoreError, match="has 1 labels but .* has 2"):
         score("xnli", write(tmp_path / "g.txt", "neutral\nentailment\n"), write(tmp_path / "p.txt", "neutral\n"))
     squad = write(tmp_path / "squad.json", json.dumps({"data": [{"paragraphs": [{"qas": [{"id": "1"}]}]}]}))
-    with pytest.raises(ScoreError, match=r"JSON path data\[0\].paragraphs\[0\].qas\[0\]: missing or malformed field .'answers'"):
-        score("xquad", squad, write(tmp_path / "pred.json", "{}"))
+    with pytest.raises(ScoreError, match=r"JSON path data\[0\].paragraphs\[0\].qas\[0\].answers: expected a list of answers"):
+        score("xquad", squad, write(tmp_path / "pred.json", '{"1": "x"}'))
+    with pytest.raises(ScoreError, match=r"JSON path data\[0\].paragraphs\[0\].qas\[0\]: missing or malformed field .'id'"):
+        score("xquad", write(tmp_path / "noid.json", json.dumps({"data": [{"paragraphs": [{"qas": [{}]}]}]})), tmp_path / "pred.json")
+
+
+def qa_gold(*questions: dict) -> str:
+    return json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "c", "qas": list(questions)}]}]})
+
+
+def test_score_reads_gold_answers_only_for_answered_questions_as_the_official_scripts(tmp_path):
+    # The official scripts never look at an unanswered question's answers: it scores 0 whatever they are.
+    gold = write(tmp_path / "gold.json", qa_gold({"id": "a", "answers": [{"text": "Paris"}]}, {"id": "b"}))
+    assert score("xquad", gold, write(tmp_path / "p.json", '{"a": "Paris"}')) == {"exact_match": 50.0, "f1": 50.0}
+    numeric = write(tmp_path / "numeric.json", qa_gold({"id": "a", "answers": [{"text": 1919}]}))
+    with pytest.raises(ScoreError, match=r"qas\[0\].answers\[0\].text: expected a string, got 1919"):
+        score("xquad", numeric, write(tmp_path / "p1.json", '{"a": "1919"}'))
+    assert score("xquad", numeric, write(tmp_path / "p2.json", "{}")) == {"exact_match": 0.0, "f1": 0.0}
+
+
+def test_score_refuses_predictions_the_official_scripts_crash_on(tmp_path):
+    gold = write(tmp_path / "gold.json", qa_gold({"id": "a", "answers": [{"text": "Paris"}]}))
+    for value in ("null", "3", '["Paris"]'):
+        with pytest.raises(ScoreError, match=r"prediction of question 'a' is .*; expected the answer text"):
+            score("xquad", gold, write(tmp_path / "p.json", '{"a": ' + value + '}'))
+    with pytest.raises(ScoreError, match="expected a string question id, got 7"):
+        score("xquad", write(tmp_path / "intid.json", qa_gold({"id": 7, "answers": [{"text": "x"}]})), tmp_path / "p.json")
+    with pytest.raises(ScoreError, match="no tags"):
+        score("panx", write(tmp_path / "empty.tsv", ""), write(tmp_path / "empty-pred.tsv", ""))
+    with pytest.raises(ScoreError, match=r"gold.tsv:2: expected a label in column 3"):
+        score("pawsx", write(tmp_path / "gold.tsv", "id\ts\tlabel\n1\ttwo-fields\n"), write(tmp_path / "p.tsv", "1\n1\n"))
+
+
+def test_gzipped_gold_is_read_and_a_false_gz_named(tmp_path):
+    text = qa_gold({"id": "a", "answers": [{"text": "Paris"}]})
+    gold = tmp_path / "gold.json.gz"
+    gold.write_bytes(gzip.compress(text.encode()))
+    assert score("xquad", gold, write(tmp_path / "p.json", '{"a": "paris"}')) == {"exact_match": 100.0, "f1": 100.0}
+    fake = write(tmp_path / "fake.json.gz", text)
+    with pytest.raises(ScoreError, match="fake.json.gz.*not valid gzip"):
+        score("xquad", fake, tmp_path / "p.json")
+
+
+def test_a_tab_in_a_prediction_line_is_part_of_the_label_as_for_the_official_script(tmp_path):
+    # Only gold files may be in the task's own TSV; XTREME's read_tag / read_label take a predictions
+    # line whole, so a stray tab makes the prediction wrong, not a different tag.
+    gold = write(tmp_path / "gold.tsv", "Anna\tB-PER\nlebt\tO\n")
+    assert score("panx", gold, write(tmp_path / "p.tsv", "I-LOC\tB-PER\nO\n"))["f1"] == 0.0
+    labels = write(tmp_path / "g.tsv", "a\tb\tneutral\nc\td\tentailment\n")
+    assert score("xnli", labels, write(tmp_path / "p.txt", "neutral\nx\tentailment\n")) == {"accuracy": 50.0}
 
 
 def test_score_command(tmp_path):
@@ -226,8 +275,9 @@ def tag_files(rng: random.Random, tags: tuple[str, ...], tmp_path: Path, case: i
     sentences = [[rng.choice(tags) for _ in range(rng.randint(0, 9))] for _ in range(rng.randint(1, 25))]
     predicted = [[t if rng.random() < 0.6 else rng.choice(tags) for t in s] for s in sentences]
 
-    def layout(blocks, end, token=False):
-        pad = lambda t: rng.choice(["", " ", "\t"]) + t + rng.choice(["", " "])  # noqa: E731
+    def layout(blocks, end, token=False, stray=""):
+        # whitespace around a tag, and in predictions now and then a tab inside a line (the official script keeps it)
+        pad = lambda t: rng.choice(["", " ", "\t"]) + t + rng.choice(["", " ", "\xa0", stray if rng.random() < 0.05 else ""])  # noqa: E731
         lines = ["\n".join((f"w{i}\t{t}" if token else pad(t)) for i, t in enumerate(s)) for s in blocks]
         return "\n\n".join(line for line in lines) + end
 
@@ -235,7 +285,7 @@ def tag_files(rng: random.Random, tags: tuple[str, ...], tmp_path: Path, case: i
     return (
         write(tmp_path / f"gold{case}.txt", layout(sentences, gold_end)),
         write(tmp_path / f"gold{case}.tsv", layout(sentences, gold_end, token=True)),
-        write(tmp_path / f"pred{case}.txt", layout(predicted, rng.choice(["\n", "\n\n", ""]))),
+        write(tmp_path / f"pred{case}.txt", layout(predicted, rng.choice(["\n", "\n\n", ""]), stray="\tO")),
     )
 
 
@@ -258,8 +308,9 @@ def test_classification_scores_equal_xtreme_evaluate(official, tmp_path, task, l
         n = rng.randint(1, 50)
         gold = [rng.choice(labels) for _ in range(n)]
         predicted = [g if rng.random() < 0.7 else rng.choice([*labels, ""]) for g in gold]
-        gold_path = write(tmp_path / f"g{case}.txt", "".join(f"{g}{rng.choice(['', ' '])}\n" for g in gold))
-        pred_path = write(tmp_path / f"p{case}.txt", "".join(f"{rng.choice(['', ' '])}{p}\n" for p in predicted))
+        pad = lambda: rng.choice(["", " ", "\t", "\xa0", f"\t{labels[0]}" if rng.random() < 0.05 else ""])  # noqa: E731
+        gold_path = write(tmp_path / f"g{case}.txt", "".join(f"{g}{pad()}\n" for g in gold))
+        pred_path = write(tmp_path / f"p{case}.txt", "".join(f"{pad()}{p}{pad()}\n" for p in predicted))
         expected = official.xtreme.evaluate_one_task(str(pred_path), str(gold_path), task)
         assert score(task, gold_path, pred_path) == expected, case
 
@@ -275,3 +326,11 @@ def test_real_xquad_gold_against_the_official_script(official, shared_data, tmp_
     pred_path = write(tmp_path / "pred.json", json.dumps(predicted, ensure_ascii=False))
     assert score("xquad", gold, pred_path) == official.squad.evaluate(data["data"], predicted)
     assert score("mlqa", gold, pred_path, "zh") == official.mlqa.evaluate(data["data"], predicted, "zh")
+
+
+def test_score_errors_quote_user_text_without_markup(tmp_path):
+    # A prediction or path with [brackets] is printed as it is, not read as Rich markup.
+    gold = write(tmp_path / "gold.json", qa_gold({"id": "a", "answers": [{"text": "Paris"}]}))
+    result = runner.invoke(app, ["score", "xquad", str(gold), str(write(tmp_path / "p[run1].json", '{"a": ["[/bold]"]}'))])
+    assert result.exit_code == 2, result.output
+    assert "p[run1].json" in result.output and "['[/bold]']" in result.output

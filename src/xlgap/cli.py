@@ -9,13 +9,14 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Cross-lingual fine-tuning with every language measured separately, and the gap made visible.",
 )
-console = Console()
+console = Console(markup=False)  # printed text quotes paths and user input; markup is asked for where used
 
 
 def _quiet_libraries() -> None:
@@ -33,7 +34,8 @@ USER_ERROR = 2
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True, highlight=False)
+    # the message may quote user input (paths, predictions), which must not be read as Rich markup
+    console.print("[bold red]error:[/] " + escape(message), soft_wrap=True, markup=True, highlight=False)
     raise typer.Exit(code=USER_ERROR)
 
 
@@ -62,7 +64,7 @@ def run(
         _fail(str(err))
     main = is_main_process()  # under torchrun / accelerate launch, one process reports
     if main:
-        console.print(f"run [bold]{cfg.name}[/] -> {cfg.run_dir}  (model {cfg.model.name}, task {cfg.data.task})")
+        console.print(f"run [bold]{escape(cfg.name)}[/] -> {escape(str(cfg.run_dir))}  (model {escape(cfg.model.name)}, task {cfg.data.task})", markup=True)
     try:
         if main:
             with RunProgress(console) as progress:
@@ -214,7 +216,7 @@ def score(
     try:
         spec = get_task(task)
         for path in (gold, predictions):
-            if not path.is_file():
+            if not path.exists() or path.is_dir():  # not is_file(): /dev/fd/N of `<(...)` is a pipe
                 raise ScoreError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'no such file'}")
         scores = kind_of(spec).score_files(spec, gold, predictions, lang, all_metrics=all_metrics)
     except UserError as err:

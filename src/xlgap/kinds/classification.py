@@ -27,18 +27,31 @@ _BATCH = 1000
 
 
 def read_label_file(path: Path) -> list[str]:
-    """Labels with XTREME's `read_label` semantics: every line stripped is one label (a blank line is
-    the label ""). A file whose lines hold tabs is read as the task's own TSV instead: the label is the
-    last field (or the `label` column under a header), and blank lines are not examples."""
+    """Labels with XTREME's `read_label` semantics, how predictions are read: every line stripped is one
+    label (a blank line is the label "")."""
+    return [line.strip() for line in read_official_lines(path)]
+
+
+def read_gold_labels(path: Path) -> list[str]:
+    """Gold labels: from the task's own TSV (`text_a<TAB>text_b<TAB>label` on every non-blank line, or a
+    header of three or more fields with a `label` column; blank lines are not examples), else from XTREME's label-only layout
+    (`read_label_file`, so a stray tab in a label-only file is read as the official script reads it)."""
     lines = list(read_official_lines(path))
-    if not any("\t" in line for line in lines):
-        return [line.strip() for line in lines]
-    rows = [line.rstrip("\r\n").split("\t") for line in lines if line.strip()]
-    column = -1
-    if rows and "label" in [field.strip() for field in rows[0]]:
-        column = [field.strip() for field in rows[0]].index("label")
+    rows = [(number, line.rstrip("\r\n").split("\t")) for number, line in enumerate(lines, 1) if line.strip()]
+    header = [field.strip() for field in rows[0][1]] if rows else []
+    if len(header) >= 3 and "label" in header:
+        column = header.index("label")
         rows = rows[1:]
-    return [row[column].strip() for row in rows]
+    elif rows and all(len(fields) >= 3 for _, fields in rows):
+        column = -1
+    else:
+        return read_label_file(path)
+    labels = []
+    for number, fields in rows:
+        if column >= len(fields):
+            raise ScoreError(f"{path}:{number}: expected a label in column {column + 1} (the header's `label`), found {len(fields)} field(s)")
+        labels.append(fields[column].strip())
+    return labels
 
 
 def accuracy(gold: Sequence[str], predicted: Sequence[str]) -> float:
@@ -120,7 +133,7 @@ class Classification(TaskKind):
     def score_files(
         self, task: TaskSpec, gold: Path, predictions: Path, language: str | None, all_metrics: bool = False
     ) -> dict[str, float]:
-        gold_labels = read_label_file(gold)
+        gold_labels = read_gold_labels(gold)
         predicted = read_label_file(predictions)
         if len(gold_labels) != len(predicted):
             raise ScoreError(

@@ -17,7 +17,8 @@ quirks included, and `tests/test_scoring.py` holds them against the official cop
   question ids are ignored; MLQA knows only en, es, hi, vi, de, ar and zh;
 - classification and tagging files are read line by line with every line stripped: for
   classification every line is a label (a blank line is the label ""), for tagging a blank line ends
-  a sentence (two blank lines make an empty sentence).
+  a sentence (two blank lines make an empty sentence); a predictions line is taken whole, tabs
+  included (only gold files may be in the task's own TSV).
 """
 
 from __future__ import annotations

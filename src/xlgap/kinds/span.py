@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForQuestionAnswering
 
 from xlgap.config import ConfigError
-from xlgap.data.formats import Answer, DataFormatError, QAExample, ReadResult
+from xlgap.data.formats import Answer, DataFormatError, QAExample, ReadResult, read_file_bytes
 from xlgap.data.squad import answer_problem, read_squad
 from xlgap.data.tasks import SPAN_EXTRACTION, TaskSpec
 from xlgap.kinds.base import IGNORE_INDEX, EncodedSplit, EncodeSettings, EvalBatch, TaskKind, register_kind
@@ -49,12 +49,21 @@ def span_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None
     return (start + end) / count
 
 
-def _gold_questions(path: Path) -> list[tuple[str, list[str]]]:
-    """(question id, gold answer texts) of a SQuAD-style gold file, walked as the official scripts walk it."""
+def _read_json(path: Path) -> Any:
+    """A JSON file (gzipped when its name ends in `.gz`), or a ScoreError naming it."""
     try:
-        dataset = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_file_bytes(path).decode("utf-8"))
+    except DataFormatError as err:
+        raise ScoreError(str(err)) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ScoreError(f"{path}: not a readable JSON file ({err})") from None
+
+
+def _gold_questions(path: Path) -> list[tuple[Any, Any, str]]:
+    """(question id, its raw `answers` or None, JSON path) of every question of a SQuAD-style gold file,
+    walked as the official scripts walk it. Like them, it reads a question's answers only when the
+    question has a prediction (`_answer_texts`): an unanswered question scores 0 whatever its answers."""
+    dataset = _read_json(path)
     if not isinstance(dataset, dict) or not isinstance(dataset.get("data"), list):
         raise ScoreError(f"{path}: expected a SQuAD JSON object with a 'data' list")
     questions = []
@@ -66,10 +75,24 @@ def _gold_questions(path: Path) -> list[tuple[str, list[str]]]:
                 where = f"data[{i}].paragraphs[{j}]"
                 for k, qa in enumerate(paragraph["qas"]):
                     where = f"data[{i}].paragraphs[{j}].qas[{k}]"
-                    questions.append((qa["id"], [answer["text"] for answer in qa["answers"]]))
-    except (KeyError, TypeError, IndexError) as err:
+                    qid = qa["id"]
+                    if not isinstance(qid, str):
+                        raise ScoreError(f"{path}, JSON path {where}.id: expected a string question id, got {qid!r:.60}")
+                    questions.append((qid, qa.get("answers"), where))
+    except (KeyError, TypeError, IndexError, AttributeError) as err:
         raise ScoreError(f"{path}, JSON path {where}: missing or malformed field ({err})") from None
     return questions
+
+
+def _answer_texts(path: Path, where: str, answers: Any) -> list[str]:
+    """The gold answer texts of the question at `where`, or a ScoreError saying what is wrong."""
+    if not isinstance(answers, list):
+        raise ScoreError(f"{path}, JSON path {where}.answers: expected a list of answers, got {answers!r:.60}")
+    texts = [answer.get("text") if isinstance(answer, dict) else None for answer in answers]
+    for n, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ScoreError(f"{path}, JSON path {where}.answers[{n}].text: expected a string, got {text!r:.60}")
+    return texts
 
 
 @register_kind
@@ -242,13 +265,17 @@ class SpanExtraction(TaskKind):
         self, task: TaskSpec, gold: Path, predictions: Path, language: str | None, all_metrics: bool = False
     ) -> dict[str, float]:
         questions = _gold_questions(gold)
-        try:
-            predicted = json.loads(predictions.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ScoreError(f"{predictions}: not a readable JSON file ({err})") from None
+        predicted = _read_json(predictions)
         if not isinstance(predicted, dict):
             raise ScoreError(f"{predictions}: expected a JSON object {{question id: answer text}}")
-        rows = [(qid, truths, predicted.get(qid)) for qid, truths in questions]
+        rows = []
+        for qid, answers, where in questions:
+            if qid not in predicted:
+                rows.append((qid, [], None))
+                continue
+            if not isinstance(predicted[qid], str):  # the official scripts crash on a null or a number
+                raise ScoreError(f"{predictions}: the prediction of question {qid!r} is {predicted[qid]!r:.60}; expected the answer text")
+            rows.append((qid, _answer_texts(gold, where, answers), predicted[qid]))
         scores, unanswered = answer_scores(rows, task.option("answers", "squad"), language)
         if unanswered:
             log.warning("%d of %d questions of %s have no prediction in %s and score 0", unanswered, len(questions), gold, predictions)

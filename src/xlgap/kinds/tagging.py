@@ -77,16 +77,18 @@ def word_accuracy(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[st
     return correct / total * 100
 
 
-def read_tag_file(path: Path) -> list[list[str]]:
+def read_tag_file(path: Path, gold: bool = False) -> list[list[str]]:
     """Sentences of tags with XTREME's `read_tag` semantics: each line stripped, a blank line ends a
-    sentence (so consecutive blank lines make empty sentences), no trailing empty sentence. A
-    `token<TAB>tag` line (the task's own data format) counts as its tag."""
+    sentence (so consecutive blank lines make empty sentences), no trailing empty sentence. A `gold`
+    file whose every non-blank line is `token<TAB>tag` (the task's own data format) gives the tags;
+    any other file, predictions included, is read as the official script reads it, a line whole."""
+    lines = [line.strip() for line in read_official_lines(path)]
+    token_tag = gold and any(lines) and all("\t" in line for line in lines if line)
     sentences: list[list[str]] = []
     current: list[str] = []
-    for line in read_official_lines(path):
-        line = line.strip()
+    for line in lines:
         if line:
-            current.append(line.rsplit("\t", 1)[1].strip() if "\t" in line else line)
+            current.append(line.rsplit("\t", 1)[1].strip() if token_tag else line)
         else:
             sentences.append(current)
             current = []
@@ -226,8 +228,10 @@ class Tagging(TaskKind):
     def score_files(
         self, task: TaskSpec, gold: Path, predictions: Path, language: str | None, all_metrics: bool = False
     ) -> dict[str, float]:
-        gold_sentences = read_tag_file(gold)
+        gold_sentences = read_tag_file(gold, gold=True)
         predicted = read_tag_file(predictions)
+        if not gold_sentences:  # (seqeval fails on no sentences; empty sentences score 0 as in the official script)
+            raise ScoreError(f"{gold}: no tags; expected one tag per line (or token<TAB>tag), a blank line after each sentence")
         if len(gold_sentences) != len(predicted):
             raise ScoreError(
                 f"{predictions} has {len(predicted)} sentences but {gold} has {len(gold_sentences)}; "
