@@ -2,14 +2,15 @@
 machine's own limit, measured as ratios in one run.
 
 Same model (the bundled multilingual-e5-small with a fresh POS head, CPU), same data (English UD POS,
-the CPU recipe's 4,000-sentence subset), batch 32, seed and lr. Variants:
+a 2,000-sentence subset by default), batch 32, seed and lr. Variants:
 
 - plain random:   transformers.Trainer with DataCollatorForTokenClassification and random batches, fp32
                   (what the Hugging Face examples' run_ner.py does);
 - plain grouped:  the Trainer as a user who knows it sets it up: `group_by_length=True` and the best
                   precision the machine has (bf16 where the hardware computes in bf16, else fp32);
 - xlgap DF:       what `xlgap run configs/cpu/udpos.yaml` trains: XlgapTrainer, length-grouped batches,
-                  word embeddings frozen, `precision: auto`;
+                  word embeddings frozen, `precision: auto`, the model as xlgap loads it (length-dispatched
+                  attention, models/attention.py; the plain variants keep transformers' SDPA);
 - xlgap FSF:      as xlgap DF with Fine-tuning Slow and Fast (same batches: the step-time ratio is FSF's cost);
 - xlgap DF compiled: as xlgap DF under `torch.compile`, measured once after the rounds over twice as
                   many updates: batches of new lengths recompile, so its per-update time once compiled
@@ -39,6 +40,7 @@ from pathlib import Path
 import psutil
 import torch
 from transformers import (
+    AutoModelForTokenClassification,
     DataCollatorForTokenClassification,
     Trainer,
     TrainerCallback,
@@ -51,7 +53,7 @@ from xlgap.data.sampling import subsample_split
 from xlgap.data.tasks import get_task
 from xlgap.kinds import encode_split, kind_of, load_split
 from xlgap.methods import Compose, FineTuningSlowFast, Freeze
-from xlgap.models.load import load_tokenizer, resolve_model
+from xlgap.models.load import load_tokenizer, quiet_loading, resolve_model
 from xlgap.train.trainer import XlgapTrainer
 from xlgap.utils.hardware import device_description, resolve_precision
 
@@ -108,10 +110,14 @@ def build(variant: str, model_path: str, dataset, tokenizer, steps: int, batch: 
     """The trainer of one variant, its step clock and its collator."""
     task = get_task("udpos")
     set_seed(1)
-    model = kind_of(task).load_model(model_path, task)
+    plain = variant.startswith("plain")
+    if plain:  # what a user's script loads: transformers' defaults (SDPA attention)
+        with quiet_loading():
+            model = AutoModelForTokenClassification.from_pretrained(model_path, num_labels=len(task.labels))
+    else:
+        model = kind_of(task).load_model(model_path, task)
     collator = CountingCollator(tokenizer)
     collator.real, collator.padded = [], []
-    plain = variant.startswith("plain")
     used = "fp32" if variant == "plain random" else precision
     args = TrainingArguments(
         output_dir=str(out / variant),
@@ -169,6 +175,7 @@ def long_batch_rate(model_path: str, precision: str, rows: int, length: int, ste
     task = get_task("udpos")
     set_seed(1)
     model = kind_of(task).load_model(model_path, task)
+    model.train()  # dropout on, as in training
     Freeze("word_embeddings").prepare(model, None)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(5, 1000, (rows, length))

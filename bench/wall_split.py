@@ -4,8 +4,9 @@ Runs one seed of a recipe (default `configs/cpu/udpos.yaml`) with whatever xlgap
 times it from the outside, by wrapping the trainer's `train`, its periodic `evaluate` (the probes) and
 `_save_checkpoint`, and the runner's final `evaluate_sets`, so the same script measures any version of
 the code: `PYTHONPATH=<checkout>/src python bench/wall_split.py ... --label before` on an older checkout.
-Each call writes its row into bench/out/wall_split.json; the section in docs/benchmarks.md shows every
-row recorded.
+Each call adds its row to bench/wall_split.json (kept in the repository: the rows are measurements of
+other commits that cannot be remade by rerunning this one; a row of the same label is replaced); the
+section in docs/benchmarks.md shows every row recorded.
 
     python bench/wall_split.py --data-dir ../shared/data --label after
 """
@@ -18,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from benchdoc import cpu_description, update_section
+from benchdoc import add_override_option, cpu_description, update_section
 from xlgap.config import load_config
 from xlgap.train import run as runner
 from xlgap.train.trainer import XlgapTrainer
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, default=ROOT / "configs" / "cpu" / "udpos.yaml")
     parser.add_argument("--label", required=True, help="e.g. before / after")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "wall_split")
+    add_override_option(parser)
     args = parser.parse_args()
 
     evaluate = XlgapTrainer.evaluate
@@ -60,15 +62,21 @@ def main() -> None:
     XlgapTrainer._save_checkpoint = timed("checkpoints", XlgapTrainer._save_checkpoint)
     runner.evaluate_sets = timed("final_evaluation", runner.evaluate_sets)
 
-    cfg = load_config(args.recipe, [f"output_dir={args.out}", f"name={args.label}", f"data.dir={args.data_dir.resolve()}"])
+    cfg = load_config(args.recipe, [f"output_dir={args.out}", f"name={args.label}", f"data.dir={args.data_dir.resolve()}", *args.set])
     started = time.perf_counter()
     runner.run_experiment(cfg, overwrite=True)
     total = time.perf_counter() - started
     source = Path(runner.__file__).resolve().parents[2]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True, text=True).stdout.strip()
     result = json.loads((cfg.run_dir / "seed-1" / "results.json").read_text())
+    train = result["data"][f"train.{result['sources'][0]}"]
+    tests = result["test"]["examples"].values()
     row = {
         "label": args.label,
+        "recipe": (
+            f"{train['examples']:,} sentences x {cfg.train.epochs:g} epochs ({result['steps']} updates), probes every "
+            f"{cfg.eval.every}, test {max(tests):,} sentences x {len(tests)} languages"
+        ),
         "commit": commit,
         "machine": cpu_description(),
         "precision": (result.get("precision") or {}).get("used", "fp32"),  # code before `train.precision` ran fp32
@@ -78,7 +86,7 @@ def main() -> None:
         "final_evaluation": SPENT["final_evaluation"],
         "total": total,
     }
-    store = ROOT / "bench" / "out" / "wall_split.json"
+    store = ROOT / "bench" / "wall_split.json"
     rows = [r for r in (json.loads(store.read_text()) if store.exists() else []) if r["label"] != args.label]
     rows.append(row)
     store.parent.mkdir(parents=True, exist_ok=True)
@@ -89,17 +97,18 @@ def main() -> None:
         "",
         "Seconds (share of the run). 'training' is `Trainer.train` less the probes and checkpoints inside it;",
         "'other' is loading and encoding the data, the model and writing the run folder. Each row was measured",
-        "by `bench/wall_split.py` on the commit named, with the same recipe and data. The last column is the",
-        "cost of the training loop's own extras (probes and checkpoints) per second of training.",
+        "by `bench/wall_split.py` on the commit named, with the recipe's sizes it names (the recipe file as it was",
+        "then, or with `--set` overrides). The last column is the cost of the training loop's own extras (probes",
+        "and checkpoints) per second of training.",
         "",
-        "| code | commit | machine | precision | training | probes | checkpoints | final evaluation | other | total | outside training | probes + checkpoints vs training |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| code | commit | recipe | machine | precision | training | probes | checkpoints | final evaluation | other | total | outside training | probes + checkpoints vs training |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         other = r["total"] - r["training"] - r["probes"] - r["checkpoints"] - r["final_evaluation"]
         cells = [f"{r[k]:.0f} ({r[k] / r['total']:.0%})" for k in ("training", "probes", "checkpoints", "final_evaluation")]
         lines.append(
-            f"| {r['label']} | `{r['commit']}` | {r.get('machine', 'not recorded')} | {r.get('precision', 'not recorded')} | " + " | ".join(cells)
+            f"| {r['label']} | `{r['commit']}` | {r.get('recipe', 'not recorded')} | {r.get('machine', 'not recorded')} | {r.get('precision', 'not recorded')} | " + " | ".join(cells)
             + f" | {other:.0f} ({other / r['total']:.0%}) | {r['total']:.0f} | **{1 - r['training'] / r['total']:.0%}** |"
             + f" {(r['probes'] + r['checkpoints']) / r['training']:.0%} |"
         )

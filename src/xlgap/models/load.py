@@ -3,7 +3,9 @@
 transformers reports every load with missing keys as a warning table, and a fresh task head always
 has them; `load_model` silences that table and reports itself: the freshly initialised head in one
 INFO line, and a WARNING naming every encoder weight that the checkpoint lacked (those are initialised
-at random too, which no fine-tuning run should do silently).
+at random too, which no fine-tuning run should do silently). A model on SDPA attention is switched to
+`xlgap_cpu` (models/attention.py), which is SDPA except when training in bf16 on a CPU on short
+sequences, where it is faster.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from xlgap.models.attention import use_length_dispatched_attention
 from xlgap.models.bundled import resolve_model_path
 from xlgap.utils.errors import UserError
 
@@ -67,10 +70,12 @@ def quiet_loading() -> Iterator[None]:
 
 def load_model(path: str, head: type, **config: Any) -> PreTrainedModel:
     """The encoder at `path` with a freshly initialised head of the Auto class `head` (e.g.
-    AutoModelForTokenClassification), in float32; `config` sets the head's config (num_labels, ...)."""
+    AutoModelForTokenClassification), in float32, with length-dispatched attention where it used SDPA;
+    `config` sets the head's config (num_labels, ...)."""
     with quiet_loading():
         model, info = head.from_pretrained(path, dtype=torch.float32, output_loading_info=True, **config)
     report_missing(model, sorted(info["missing_keys"]), path)
+    use_length_dispatched_attention(model)
     return model
 
 
