@@ -15,6 +15,7 @@ from tiny import tiny_bert, tiny_tokenizer, token_dataset  # noqa: E402
 from xlgap.combiners import build_combiner  # noqa: E402
 from xlgap.train.multi_source import MultiSource  # noqa: E402
 from xlgap.train.trainer import XlgapTrainer  # noqa: E402
+from xlgap.utils.processes import end_process_group  # noqa: E402
 
 
 def main(out: str, combiner: str, batch_per_process: int) -> None:
@@ -35,6 +36,7 @@ def main(out: str, combiner: str, batch_per_process: int) -> None:
              "combiner_weights": trainer.stats.combiner_weights},
             Path(out) / "final.pt",
         )
+    end_process_group()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from transformers import DataCollatorForTokenClassification, TrainingArguments
 from tiny import (
     assert_same_outcome,
     run_interrupted_then_resumed,
+    run_process,
     tiny_bert,
     tiny_tokenizer,
     token_dataset,
@@ -246,7 +247,6 @@ def test_multi_source_config_errors(tiny_multi, tmp_path):
 def test_two_processes_take_the_same_steps_as_one(tmp_path):
     """2 gloo processes with 2 examples per language each = 1 process with 4: the per-language gradients
     are summed over processes before the combiner, so both solve the same LF-MLF problems."""
-    import subprocess
     import sys
     from pathlib import Path
 
@@ -254,9 +254,9 @@ def test_two_processes_take_the_same_steps_as_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
     two.mkdir()
-    subprocess.run([sys.executable, str(worker), str(one), "lf-mlf", "4"], check=True, capture_output=True)
+    run_process([sys.executable, str(worker), str(one), "lf-mlf", "4"])
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
-    subprocess.run([*torchrun, str(worker), str(two), "lf-mlf", "2"], check=True, capture_output=True)
+    run_process([*torchrun, str(worker), str(two), "lf-mlf", "2"])
     a, b = torch.load(one / "final.pt"), torch.load(two / "final.pt")
     for x, y in zip(a["losses"], b["losses"], strict=True):
         assert x == pytest.approx(y, rel=1e-5)

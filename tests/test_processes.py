@@ -4,7 +4,6 @@ batch: DF, FSF and multi-source LF-MLF, with the run folder written once."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from tiny import write_tiny_model, write_tiny_udpos
+from tiny import run_process, write_tiny_model, write_tiny_udpos
 
 FSF = {"name": "fsf", "window": 2, "threshold": 0.05, "policies": {"I": "layers[0:3]", "II": "layers[0:1].ffn", "III": "layers[-1:]", "IV": "layers[-1:].attention"}}
 
@@ -43,7 +42,7 @@ def run(tmp_path, tiny, name, processes, batch, methods, sources=("en",), multi=
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", "29533",
     ]
-    subprocess.run([*launcher, "-m", "xlgap", "run", str(path)], check=True, capture_output=True)
+    run_process([*launcher, "-m", "xlgap", "run", str(path)])
     return tmp_path / f"p{processes}" / name / "seed-2"
 
 

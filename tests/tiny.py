@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import torch
 from datasets import Dataset
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import BertConfig, BertForTokenClassification, PreTrainedTokenizerFast
+
+
+def run_process(args: list[str]) -> None:
+    """Run a command to the end; if it fails, the assertion shows the end of its stderr (where a launched
+    worker's traceback is), which `check=True` would hide."""
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}:\n{done.stderr[-6000:]}"
+
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 WORDS = [f"w{i}" for i in range(40)]

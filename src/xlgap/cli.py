@@ -55,7 +55,7 @@ def run(
     from xlgap.train.run import run_experiment
     from xlgap.train.trainer import NonFiniteLossError
     from xlgap.utils.errors import UserError
-    from xlgap.utils.processes import is_main_process
+    from xlgap.utils.processes import end_process_group, is_main_process
 
     _quiet_libraries()
     try:
@@ -79,6 +79,7 @@ def run(
         command = " ".join(["xlgap run", str(config), *(overrides or []), "--resume"])
         console.print(f"\ninterrupted; continue with: {command}")
         raise typer.Exit(code=130) from None
+    end_process_group()
     if main:
         _print_tables([load_run(cfg.run_dir)])
         console.print(f"results: {cfg.run_dir}/summary.md")

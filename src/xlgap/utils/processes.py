@@ -20,3 +20,14 @@ def is_main_process() -> bool:
 def process_count() -> int:
     """The number of processes of the launch (1 without a launcher)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def end_process_group() -> None:
+    """Wait for every process, then destroy the default process group (a no-op without one). A process
+    that exits with the group alive can abort in interpreter shutdown (SIGABRT from gloo's worker threads
+    still holding tensors; pytorch/pytorch#179291), which fails a finished launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
