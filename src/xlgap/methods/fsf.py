@@ -82,12 +82,15 @@ PAPER_SETS = {
 }
 
 
-def loss_windows(losses: list[float], window: int) -> tuple[float, float] | None:
-    """Means of the two most recent windows of `window` losses: (previous, recent), or None if too few."""
-    if len(losses) < 2 * window:
+def loss_windows(losses: list[float], window: int, end: int | None = None) -> tuple[float, float] | None:
+    """Means of the two windows of `window` losses that end at `end` (default: all of `losses`):
+    (previous, recent), or None if `losses[:end]` holds too few. Only the windows are read, so a caller
+    that asks at every update of a run pays for the run once, not for its square."""
+    end = len(losses) if end is None else end
+    if end < 2 * window:
         return None
-    previous = losses[-2 * window : -window]
-    recent = losses[-window:]
+    previous = losses[end - 2 * window : end - window]
+    recent = losses[end - window : end]
     return sum(previous) / window, sum(recent) / window
 
 
@@ -103,9 +106,10 @@ def in_phase_one(losses: list[float], window: int, threshold: float) -> bool:
     return previous - recent > threshold
 
 
-def loss_ratio(losses: list[float], window: int) -> float | None:
-    """phi = recent-window mean / previous-window mean, or None before two windows exist."""
-    means = loss_windows(losses, window)
+def loss_ratio(losses: list[float], window: int, end: int | None = None) -> float | None:
+    """phi = recent-window mean / previous-window mean of the windows ending at `end` (default: all of
+    `losses`), or None before two windows exist."""
+    means = loss_windows(losses, window, end)
     if means is None:
         return None
     previous, recent = means
@@ -249,7 +253,7 @@ def calibrate_threshold(losses: list[float], window: int, p1_fraction: float = 0
     start = max(2 * window, round(p1_fraction * len(losses)))
     drops = []
     for t in range(start, len(losses) + 1):
-        previous, recent = loss_windows(losses[:t], window)
+        previous, recent = loss_windows(losses, window, end=t)
         drops.append(previous - recent)
     if not drops:
         raise ValueError(f"a loss curve of {len(losses)} updates is too short for windows of {window}")
@@ -390,7 +394,7 @@ class FineTuningSlowFast(Method):
         `param_groups` has run."""
         step = len(losses) if step is None else step
         phase_one = self.detector.phase_one(losses, step, warmup)
-        phi = loss_ratio(losses[:step], self.window)
+        phi = loss_ratio(losses, self.window, end=step)
         speed_up = not phase_one and (self.iv_gate is None or self.cka_falling(list(cka)))
         values = {
             "I": self.c1 if phase_one else 1.0,
@@ -405,7 +409,7 @@ class FineTuningSlowFast(Method):
         return self.multipliers_at(stats.losses, self._cka_before(step, stats), step, stats.warmup_steps)
 
     def probe_values(self, step: int, stats: TrainingStats) -> dict[str, Any]:
-        phi = loss_ratio(stats.losses[:step], self.window)
+        phi = loss_ratio(stats.losses, self.window, end=step)
         values: dict[str, Any] = {
             "phase": "P1" if self.detector.phase_one(stats.losses, step, stats.warmup_steps) else "P2",
             "phi": phi,
