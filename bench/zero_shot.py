@@ -152,6 +152,10 @@ def main() -> None:
         "",
         *(f"- {label}: `{run.results[0]['methods']}`" for run, label in zip(runs, labels, strict=True)),
         "",
+        "Code each seed ran (results.json `versions.commit`; a resumed benchmark keeps the seeds it finished earlier): "
+        + "; ".join(f"{label} " + ", ".join(f"seed {r['seed']} `{r['versions'].get('commit')}`" for r in run.results) for run, label in zip(runs, labels, strict=True))
+        + ".",
+        "",
         "Verdict (generated from the numbers):",
         "",
         *gap_verdict(report, scores),
