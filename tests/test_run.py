@@ -4,6 +4,7 @@ non-finite loss, and run-folder safety."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -160,3 +161,29 @@ def test_a_language_without_dev_set_is_tested_but_not_probed(tiny_setup, tmp_pat
     assert "target avg over 2 languages: de, fr" in summary and "target avg over 1 language: de" in summary
     assert all(set(r["dev"]) == {"en", "de"} for r in run.records[3])
     assert result["data"]["dev.fr"]["note"].startswith("no dev set")
+
+
+def test_source_commit_names_the_code_a_process_started_with(tmp_path):
+    """A commit made while a process runs (a long benchmark) does not relabel that process's later
+    results: the commit is read once per process, as is "+dirty"."""
+    import subprocess
+
+    from xlgap.utils.git import source_commit
+
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "PATH": os.environ["PATH"]}
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("commit", "-qm", "first")
+    first = git("rev-parse", "--short", "HEAD")
+    source_commit.cache_clear()
+    assert source_commit(tmp_path) == first
+    (tmp_path / "a.py").write_text("x = 2\n")
+    git("commit", "-qam", "second")
+    assert source_commit(tmp_path) == first
+    source_commit.cache_clear()
+    assert source_commit(tmp_path) == git("rev-parse", "--short", "HEAD") != first

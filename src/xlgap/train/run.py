@@ -53,6 +53,7 @@ from xlgap.utils.hardware import device_description, resolve_precision
 from xlgap.utils.processes import is_main_process, process_count
 
 log = logging.getLogger(__name__)
+XLGAP_SOURCE = Path(xlgap.__file__).resolve().parent
 
 
 class RunFolderError(UserError, RuntimeError):
@@ -187,7 +188,7 @@ def results_header(cfg: ExperimentConfig, seed: int, data: SeedData, task: TaskS
         **({"few_shot": data.few_shot} if data.few_shot else {}),
         "versions": {
             "xlgap": xlgap.__version__,
-            "commit": source_commit(Path(xlgap.__file__).resolve().parent),
+            "commit": source_commit(XLGAP_SOURCE),
             "transformers": transformers.__version__,
             "torch": torch.__version__,
         },
@@ -430,6 +431,7 @@ def run_experiment(
     The task, the methods, the model and all data are loaded and checked before the run folder is
     touched. With one EWC Fisher per target language, one model per target (`xlgap.train.per_target`).
     """
+    source_commit(XLGAP_SOURCE)  # read now, before a long run: results name the code this process loaded
     targets = target_configs(cfg)
     if targets is not None:
         return run_per_target(cfg, targets, resume, overwrite, progress)
