@@ -4,13 +4,12 @@ script and in a plain PyTorch loop, without xlgap's CLI or runner."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tiny import write_tiny_model, write_tiny_udpos
+from tiny import run_process, write_tiny_model, write_tiny_udpos
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -22,8 +21,7 @@ def test_example_trains_with_fsf_and_l2(script, tmp_path):
     args = [sys.executable, str(EXAMPLES / script), "--model", model, "--train", str(train), "--output", str(tmp_path / "out"), "--steps", "12", "--window", "2"]
     if script.startswith("plain"):
         args += ["--lr", "5e-4"]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_process(args, timeout=300)
     assert "FSF phase P1 covered" in done.stdout
     log = json.loads((tmp_path / "out" / "training.json").read_text())
     if script.startswith("plain"):
@@ -46,8 +44,7 @@ def test_plain_loop_with_lf_mlf_fsf_and_l2(tmp_path):
     data = Path(write_tiny_udpos(tmp_path / "data", train=("en", "de"))) / "udpos"
     args = [sys.executable, str(EXAMPLES / "plain_loop_lf_mlf.py"), "--model", model, "--train", str(data / "train-en.tsv"),
             "--train", str(data / "train-de.tsv"), "--output", str(tmp_path / "out"), "--steps", "12", "--window", "2", "--lr", "5e-4"]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_process(args, timeout=300)
     assert "on 2 languages with lf-mlf" in done.stdout
     log = json.loads((tmp_path / "out" / "training.json").read_text())
     records = log["log"]

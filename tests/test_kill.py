@@ -16,7 +16,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from tiny import assert_same_outcome, write_tiny_model, write_tiny_udpos
+from tiny import assert_same_outcome, run_process, write_tiny_model, write_tiny_udpos
 
 XLGAP = [sys.executable, "-c", "from xlgap.cli import app; app()"]
 
@@ -51,8 +51,7 @@ def tiny_run(tmp_path_factory):
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     started = time.perf_counter()
-    whole = subprocess.run([*XLGAP, "run", str(path), f"output_dir={root / 'whole'}"], capture_output=True, text=True, timeout=600)
-    assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr[-2000:]
+    run_process([*XLGAP, "run", str(path), f"output_dir={root / 'whole'}"], timeout=600)
     return path, root / "whole" / "tiny", time.perf_counter() - started
 
 
@@ -67,8 +66,7 @@ def test_a_run_killed_at_any_moment_resumes_to_the_same_result(tiny_run, fractio
     killed = tmp_path / "tiny"
     if killed.exists():
         check_complete(killed)
-    resumed = subprocess.run([*XLGAP, "run", str(config), out, "--resume"], capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    run_process([*XLGAP, "run", str(config), out, "--resume"], timeout=600)
     check_complete(killed)
     for seed in (1, 2):
         assert_same_outcome(whole / f"seed-{seed}", killed / f"seed-{seed}")

@@ -10,11 +10,12 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import BertConfig, BertForTokenClassification, PreTrainedTokenizerFast
 
 
-def run_process(args: list[str]) -> None:
-    """Run a command to the end; if it fails, the assertion shows the end of its stderr (where a launched
-    worker's traceback is), which `check=True` would hide."""
-    done = subprocess.run(args, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}:\n{done.stderr[-6000:]}"
+def run_process(args: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a command to the end and return it (text output); if it fails, the assertion shows the end of
+    its stdout and stderr (where a launched worker's traceback is), which `check=True` would hide."""
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-6000:]}"
+    return done
 
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
